@@ -1,0 +1,28 @@
+# KMES for Linux. 'make help' lists the targets; the work is in mk/*.mk.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+TOP := $(CURDIR)
+BUILD := $(TOP)/build
+LOGS := $(BUILD)/logs
+
+include mk/deps.mk
+include mk/kernel.mk
+include mk/vm.mk
+include mk/test.mk
+
+.PHONY: help clean
+help:
+	@echo "make deps            install what is missing (apt-get, Go modules)"
+	@echo "make kernel          build/linux from the tarball + patches/, then bzImage (FLAVOR=debug|plain)"
+	@echo "make export-patches  write build/linux's commits back to patches/"
+	@echo "make initramfs       build the u-root initramfs (build/initramfs.cpio)"
+	@echo "make run             boot TOPOLOGY (default $(TOPOLOGY)) with the plain kernel, console on stdio"
+	@echo "make vmtest          boot the topologies under the debug kernel and run the guest tests"
+	@echo "make test            host unit tests, then make vmtest (what CI runs)"
+	@echo "make clean           remove build/ except build/linux's unpacked base"
+
+clean:
+	rm -rf $(BUILD)/obj-* $(BUILD)/kernel-* $(BUILD)/initramfs* $(BUILD)/logs $(BUILD)/stamps

@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# mk/kernel.sh: the kernel half of the build, called by mk/kernel.mk.
+#
+#   kernel.sh tree           lay out build/linux: base commit + git am of patches/series
+#   kernel.sh build FLAVOR   merge kernel-config/ fragments and build bzImage
+#   kernel.sh export         write build/linux's commits back to patches/
+#   kernel.sh series-key     print the content key of patches/ (kernel.json "series")
+#
+# build/linux is a git tree whose first commit (tag kmes-base) is the
+# unpacked tarball. Stamps in build/linux/.git record what was applied, so a
+# second run with nothing changed does nothing, and a tree whose series did
+# not apply is never reused.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=$top/build
+tree=$build/linux
+logs=$build/logs
+tarball=${LINUX_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
+
+die() {
+	echo "kernel: $*" >&2
+	exit 1
+}
+say() { echo "kernel: $*"; }
+hash() { sha256sum | cut -c1-16; }
+
+# The fixed build identity: ccache hits across machines and rebuilds, and a
+# reproducible uname -v.
+export KBUILD_BUILD_TIMESTAMP='Thu Jan  1 00:00:00 UTC 2026'
+export KBUILD_BUILD_USER=kmes
+export KBUILD_BUILD_HOST=kmes
+export CCACHE_BASEDIR=$top
+export CCACHE_NOHASHDIR=1
+
+# series_files prints the patch files named by patches/series, in order, and
+# fails on a name that is missing or a patch that the series leaves out.
+series_files() {
+	local series=$top/patches/series name
+	[ -f "$series" ] || die "patches/series is missing (an empty file means no patches)"
+	while IFS= read -r name || [ -n "$name" ]; do
+		name=${name%%#*}
+		name=$(echo "$name" | xargs)
+		[ -n "$name" ] || continue
+		[ -f "$top/patches/$name" ] || die "patches/series names $name, but patches/$name does not exist"
+		echo "$top/patches/$name"
+	done <"$series"
+	for name in "$top"/patches/*.patch; do
+		[ -e "$name" ] || continue
+		grep -qxF "$(basename "$name")" "$series" ||
+			die "patches/$(basename "$name") is not listed in patches/series: add it or delete it"
+	done
+}
+
+# series_key identifies the patch series by content.
+series_key() {
+	local files
+	files=$(series_files)
+	{
+		cat "$top/patches/series"
+		[ -z "$files" ] || cat $files
+	} | hash
+}
+
+# diff_bodies reduces format-patch output to its diffs, so that two exports
+# of the same commits compare equal whatever their hashes and dates.
+diff_bodies() { grep -E '^(\+|-|@@)' | grep -vE '^((\+\+\+|---) |-- $)' || true; }
+
+git_tree() { git -C "$tree" "$@"; }
+
+tree_is_clean() { [ -z "$(git_tree status --porcelain --untracked-files=normal)" ]; }
+
+extract_base() {
+	local base_key=$1
+	[ -f "$tarball" ] || die "kernel source $tarball not found: run 'make deps' (installs linux-source-6.12) or set LINUX_TARBALL=/path/to/linux-6.12.y.tar.xz"
+	say "unpacking $tarball into build/linux"
+	rm -rf "$tree"
+	mkdir -p "$tree"
+	tar -xf "$tarball" -C "$tree" --strip-components=1 ||
+		{ rm -rf "$tree"; die "could not unpack $tarball"; }
+	local v p s
+	v=$(sed -n 's/^VERSION = //p' "$tree/Makefile")
+	p=$(sed -n 's/^PATCHLEVEL = //p' "$tree/Makefile")
+	s=$(sed -n 's/^SUBLEVEL = //p' "$tree/Makefile")
+	[ "$v.$p" = "6.12" ] || { rm -rf "$tree"; die "$tarball is Linux $v.$p, not 6.12: set LINUX_TARBALL to a 6.12.y tarball"; }
+	git -C "$tree" init -q -b main
+	git_tree config user.name "KMES build"
+	git_tree config user.email "kmes-build@localhost"
+	git_tree config gc.auto 0
+	git_tree add -A -f .
+	# A fixed author and date give the base commit the same hash on every
+	# machine for the same tarball.
+	GIT_AUTHOR_DATE='2026-01-01T00:00:00Z' GIT_COMMITTER_DATE='2026-01-01T00:00:00Z' \
+		git_tree commit -q -m "Linux $v.$p.$s from $(basename "$tarball")"
+	git_tree tag -f kmes-base >/dev/null
+	echo "$base_key" >"$tree/.git/kmes-base-key"
+}
+
+cmd_tree() {
+	mkdir -p "$logs"
+	[ -f "$tarball" ] || die "kernel source $tarball not found: run 'make deps' (installs linux-source-6.12) or set LINUX_TARBALL=/path/to/linux-6.12.y.tar.xz"
+	local base_key want files
+	base_key=$(stat -Lc '%n %s %Y' "$tarball" | hash)
+	want=$(series_key)
+	files=$(series_files)
+
+	if [ ! -f "$tree/.git/kmes-base-key" ] || [ "$(cat "$tree/.git/kmes-base-key")" != "$base_key" ]; then
+		extract_base "$base_key"
+	fi
+	local applied=$tree/.git/kmes-applied
+	if [ -f "$applied" ] && [ "$(cat "$applied")" = "$want" ]; then
+		return 0
+	fi
+
+	# The series changed. Work in build/linux that patches/ does not hold
+	# would be lost by re-applying: keep it unless FORCE=1.
+	if [ -f "$applied" ] && [ "${FORCE:-0}" != 1 ]; then
+		tree_is_clean || die "build/linux has uncommitted changes and patches/ changed: commit them in build/linux and run 'make export-patches', or run 'make kernel FORCE=1' to discard them"
+		local have_body want_body
+		have_body=$( ([ -z "$files" ] || cat $files) | diff_bodies | sha256sum)
+		want_body=$(git_tree format-patch --stdout kmes-base..HEAD | diff_bodies | sha256sum)
+		if [ "$have_body" = "$want_body" ]; then
+			# patches/ is an export of this very tree: nothing to apply.
+			echo "$want" >"$applied"
+			return 0
+		fi
+		if [ "$(git_tree rev-parse HEAD)" != "$(cat "$tree/.git/kmes-applied-head" 2>/dev/null)" ]; then
+			die "build/linux has commits that patches/ does not hold, and patches/ changed: run 'make export-patches' first, or 'make kernel FORCE=1' to discard them"
+		fi
+	fi
+
+	rm -f "$applied"
+	git_tree am --abort >/dev/null 2>&1 || true
+	git_tree reset -q --hard kmes-base
+	git_tree clean -q -fdx
+	local n
+	n=$(echo -n "$files" | grep -c . || true)
+	if [ "$n" -gt 0 ]; then
+		say "applying $n patches from patches/series"
+		# shellcheck disable=SC2086
+		if ! git_tree am -q --3way --committer-date-is-author-date $files >"$logs/git-am.log" 2>&1; then
+			local failed
+			failed=$(sed -n 's/^Patch failed at [0-9]* //p' "$logs/git-am.log" | head -n1)
+			git_tree am --abort >/dev/null 2>&1 || true
+			git_tree reset -q --hard kmes-base
+			cat "$logs/git-am.log" >&2
+			die "patch '${failed:-?}' does not apply to $(basename "$tarball") (log: build/logs/git-am.log); fix it in patches/ (the tree is reset to its base)"
+		fi
+	fi
+	git_tree rev-parse HEAD >"$tree/.git/kmes-applied-head"
+	echo "$want" >"$applied"
+}
+
+# fragments prints the config fragments of a flavor: every
+# kernel-config/*.config except debug.config, plus debug.config for "debug".
+fragments() {
+	local flavor=$1 f
+	for f in "$top"/kernel-config/*.config; do
+		[ "$(basename "$f")" = debug.config ] && continue
+		echo "$f"
+	done
+	[ "$flavor" = plain ] || echo "$top/kernel-config/debug.config"
+}
+
+# check_config fails when an option a fragment asks for is not what the final
+# .config holds (merge_config.sh only warns).
+check_config() {
+	local config=$1 frag line opt want got bad=0
+	shift
+	for frag in "$@"; do
+		while IFS= read -r line; do
+			case "$line" in
+			CONFIG_*=*)
+				opt=${line%%=*}
+				want=$line
+				;;
+			"# CONFIG_"*" is not set")
+				opt=${line#\# }
+				opt=${opt%% *}
+				want=$line
+				;;
+			*) continue ;;
+			esac
+			got=$(grep -E "^($opt=|# $opt is not set)" "$config" || true)
+			if [ "$want" != "$got" ] && ! { [ -z "$got" ] && [ "$want" = "# $opt is not set" ]; }; then
+				echo "kernel: kernel-config/$(basename "$frag"): $want did not stick (final .config: ${got:-not present}); check its dependencies with 'make -C build/linux O=$(basename "$(dirname "$config")") menuconfig'" >&2
+				bad=1
+			fi
+		done <"$frag"
+	done
+	return $bad
+}
+
+cmd_build() {
+	local flavor=${1:-debug}
+	case "$flavor" in
+	plain | debug) ;;
+	*) die "unknown FLAVOR '$flavor': use plain or debug" ;;
+	esac
+	[ -d "$tree/.git" ] || die "build/linux does not exist: run 'make kernel'"
+	[ -f "$tree/.git/kmes-applied" ] || die "build/linux holds no applied series: run 'make kernel'"
+	local obj=$build/obj-$flavor out=$build/kernel-$flavor frags cfg_key tree_state build_key
+	mapfile -t frags < <(fragments "$flavor")
+	cfg_key=$( (echo "$flavor"; cat "${frags[@]}") | hash)
+	local treehash dirty=""
+	treehash=$(git_tree rev-parse --short=12 'HEAD^{tree}')
+	if ! tree_is_clean; then
+		dirty=-dirty-$( (git_tree diff HEAD; git_tree status --porcelain) | hash)
+	fi
+	tree_state=$treehash$dirty
+	# This script is an input too: it holds the make arguments.
+	build_key=$( (echo "$cfg_key $tree_state"; cat "$0") | hash)
+	if [ -f "$out/bzImage" ] && [ "$(cat "$out/build-key" 2>/dev/null)" = "$build_key" ]; then
+		say "build/kernel-$flavor/bzImage is up to date"
+		return 0
+	fi
+	rm -f "$out/build-key"
+	mkdir -p "$obj" "$out" "$logs"
+
+	local jobs=$(($(nproc) + 1))
+	# LOCALVERSION= (set, empty) keeps setlocalversion from adding "+" for
+	# a git tree; CONFIG_LOCALVERSION supplies -kmes.
+	local mk=(make -C "$tree" O="$obj" -j"$jobs" LOCALVERSION= KBUILD_BUILD_VERSION="$tree_state")
+	command -v ccache >/dev/null && mk+=(CC="ccache gcc")
+
+	if [ "$(cat "$obj/.kmes-config-key" 2>/dev/null)" != "$cfg_key" ] || [ ! -f "$obj/.config" ]; then
+		say "configuring $flavor from ${frags[*]##*/}"
+		rm -f "$obj/.kmes-config-key"
+		(cd "$tree" && scripts/kconfig/merge_config.sh -n -O "$obj" "${frags[@]}") >"$logs/config-$flavor.log" 2>&1 ||
+			{ tail -n 20 "$logs/config-$flavor.log" >&2; die "merging kernel-config/ failed (log: build/logs/config-$flavor.log)"; }
+		check_config "$obj/.config" "${frags[@]}" || die "the $flavor config does not hold what kernel-config/ asks for"
+		echo "$cfg_key" >"$obj/.kmes-config-key"
+	fi
+
+	say "building $flavor bzImage ($tree_state, log: build/logs/kernel-$flavor.log)"
+	local t0=$SECONDS
+	if ! "${mk[@]}" bzImage >"$logs/kernel-$flavor.log" 2>&1; then
+		grep -E 'error|Error' "$logs/kernel-$flavor.log" | head -n 20 >&2 || true
+		tail -n 20 "$logs/kernel-$flavor.log" >&2
+		die "the $flavor kernel did not build (log: build/logs/kernel-$flavor.log)"
+	fi
+	cp "$obj/arch/x86/boot/bzImage" "$out/bzImage"
+	local release version
+	release=$(cat "$obj/include/config/kernel.release")
+	version=$(sed -n 's/^#define UTS_VERSION "\(.*\)"$/\1/p' "$obj/include/generated/utsversion.h")
+	cat >"$out/kernel.json" <<EOF
+{
+  "flavor": "$flavor",
+  "release": "$release",
+  "version": "$version",
+  "series": "$(cat "$tree/.git/kmes-applied")",
+  "tree": "$tree_state",
+  "config": "$cfg_key"
+}
+EOF
+	cp "$obj/.config" "$out/config"
+	echo "$build_key" >"$out/build-key"
+	say "built build/kernel-$flavor/bzImage: $release $version ($((SECONDS - t0)) s)"
+}
+
+cmd_export() {
+	[ -d "$tree/.git" ] || die "build/linux does not exist: run 'make kernel' first"
+	tree_is_clean || die "build/linux has uncommitted changes: commit them there first"
+	git_tree rev-parse -q --verify kmes-base >/dev/null || die "build/linux has no kmes-base tag: run 'make kernel'"
+	local tmp
+	tmp=$(mktemp -d)
+	# --zero-commit and --no-signature keep re-exports of the same commits
+	# byte-identical.
+	git_tree format-patch -q --zero-commit --no-signature -o "$tmp" kmes-base..HEAD
+	rm -f "$top"/patches/*.patch
+	: >"$top/patches/series"
+	local f
+	for f in "$tmp"/*.patch; do
+		[ -e "$f" ] || continue
+		mv "$f" "$top/patches/"
+		basename "$f" >>"$top/patches/series"
+	done
+	rmdir "$tmp"
+	git_tree rev-parse HEAD >"$tree/.git/kmes-applied-head"
+	series_key >"$tree/.git/kmes-applied"
+	say "exported $(grep -c . "$top/patches/series" || true) patches to patches/ (review with 'git diff patches/')"
+}
+
+case "${1:-}" in
+tree) cmd_tree ;;
+build) cmd_build "${2:-debug}" ;;
+export) cmd_export ;;
+series-key) series_key ;;
+*) die "usage: kernel.sh tree | build plain|debug | export | series-key" ;;
+esac

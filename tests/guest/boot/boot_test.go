@@ -1,0 +1,117 @@
+// Package boot holds the guest tests that check the VM itself: the running
+// kernel is the one built from patches/, and the machine has the shape its
+// topology preset promises.
+package boot
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kmes-project/kmes/vm/guest"
+)
+
+func TestMain(m *testing.M) { guest.Main(m) }
+
+func TestKernelIsTheOneBuilt(t *testing.T) {
+	want := guest.Current(t).Kernel
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	release := unix.ByteSliceToString(u.Release[:])
+	version := unix.ByteSliceToString(u.Version[:])
+	if release != want.Release || version != want.Version {
+		t.Errorf("running %q %q, built %q %q", release, version, want.Release, want.Version)
+	}
+	if !strings.HasSuffix(release, "-kmes") {
+		t.Errorf("release %q lacks the -kmes local version", release)
+	}
+}
+
+func TestCPUs(t *testing.T) {
+	want := guest.Current(t).Topology
+	online := readCPUList(t, "/sys/devices/system/cpu/online")
+	if len(online) != want.CPUs {
+		t.Errorf("%d CPUs online %v, topology %s has %d", len(online), online, want.Name, want.CPUs)
+	}
+}
+
+func TestNUMANodes(t *testing.T) {
+	want := guest.Current(t).Topology
+	nodes := readCPUList(t, "/sys/devices/system/node/online")
+	if len(nodes) != want.Nodes {
+		t.Errorf("%d NUMA nodes online %v, topology %s has %d", len(nodes), nodes, want.Name, want.Nodes)
+	}
+	for cpu, node := range want.CPUNode {
+		got, err := filepath.Glob(filepath.Join("/sys/devices/system/cpu", "cpu"+strconv.Itoa(cpu), "node[0-9]*"))
+		if err != nil || len(got) != 1 {
+			t.Errorf("cpu%d: node link %v (%v)", cpu, got, err)
+			continue
+		}
+		if g := filepath.Base(got[0]); g != "node"+strconv.Itoa(node) {
+			t.Errorf("cpu%d is on %s, want node%d", cpu, g, node)
+		}
+	}
+}
+
+func TestHugePages(t *testing.T) {
+	want := guest.Current(t).Topology
+	meminfo, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := meminfoValue(t, string(meminfo), "HugePages_Total"); got != want.HugePages {
+		t.Errorf("HugePages_Total %d, topology %s reserves %d", got, want.Name, want.HugePages)
+	}
+	if got := meminfoValue(t, string(meminfo), "Hugepagesize"); got != 2048 {
+		t.Errorf("Hugepagesize %d kB, want 2048", got)
+	}
+	thp, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if never := strings.Contains(string(thp), "[never]"); never == want.THP {
+		t.Errorf("transparent_hugepage/enabled is %q, topology %s wants THP=%v", strings.TrimSpace(string(thp)), want.Name, want.THP)
+	}
+}
+
+// readCPUList parses a sysfs list such as "0-1,3".
+func readCPUList(t *testing.T, path string) []int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int
+	for _, part := range strings.Split(strings.TrimSpace(string(b)), ",") {
+		lo, hi, ok := strings.Cut(part, "-")
+		if !ok {
+			hi = lo
+		}
+		a, err1 := strconv.Atoi(lo)
+		z, err2 := strconv.Atoi(hi)
+		if err1 != nil || err2 != nil || z < a {
+			t.Fatalf("%s: bad list %q", path, b)
+		}
+		for i := a; i <= z; i++ {
+			ids = append(ids, i)
+		}
+	}
+	return ids
+}
+
+func meminfoValue(t *testing.T, meminfo, key string) int {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + key + `:\s+(\d+)`).FindStringSubmatch(meminfo)
+	if m == nil {
+		t.Fatalf("/proc/meminfo has no %s", key)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}

@@ -1,0 +1,99 @@
+// Package tests boots the patched kernel under QEMU and runs the guest test
+// suites of tests/guest in it. 'make vmtest' sets the environment:
+//
+//	KMES_KERNEL      the bzImage (build/kernel-debug/bzImage)
+//	KMES_INITRAMFS   the initramfs with the guest tests (build/initramfs.cpio)
+//	KMES_LOG_DIR     where serial logs go (build/logs/vm)
+//	KMES_TOPOLOGIES  optional comma-separated subset of the topologies to boot
+package tests
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/kmes-project/kmes/vm"
+)
+
+// vmEnv is what every VM test needs.
+type vmEnv struct {
+	kernel    vm.Kernel
+	initramfs string
+	machine   vm.Machine
+	logDir    string
+}
+
+func setup(t *testing.T) vmEnv {
+	t.Helper()
+	bz, initrd := os.Getenv("KMES_KERNEL"), os.Getenv("KMES_INITRAMFS")
+	if bz == "" || initrd == "" {
+		t.Skip("VM tests need KMES_KERNEL and KMES_INITRAMFS: run 'make vmtest'")
+	}
+	k, err := vm.LoadKernel(bz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.CheckSeries(top); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(initrd); err != nil {
+		t.Fatalf("initramfs: %v (run 'make initramfs')", err)
+	}
+	m, err := vm.MachineFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vmEnv{kernel: k, initramfs: initrd, machine: m, logDir: os.Getenv("KMES_LOG_DIR")}
+}
+
+// topologies returns the named presets, less those KMES_TOPOLOGIES leaves
+// out.
+func topologies(t *testing.T, names ...string) []vm.Topology {
+	t.Helper()
+	only := strings.Split(os.Getenv("KMES_TOPOLOGIES"), ",")
+	for _, n := range only {
+		if _, err := vm.LookupTopology(n); n != "" && err != nil {
+			t.Fatalf("KMES_TOPOLOGIES: %v", err)
+		}
+	}
+	var ts []vm.Topology
+	for _, n := range names {
+		topo, err := vm.LookupTopology(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if only[0] == "" || slices.Contains(only, n) {
+			ts = append(ts, topo)
+		}
+	}
+	return ts
+}
+
+// runSuites boots each topology and runs the guest suites in it.
+func (e vmEnv) runSuites(t *testing.T, topos []vm.Topology, suites ...string) {
+	for _, topo := range topos {
+		t.Run(topo.Name, func(t *testing.T) {
+			vm.RunGuestTests(t, vm.GuestRun{
+				Kernel:    e.kernel,
+				Initramfs: e.initramfs,
+				Topology:  topo,
+				Machine:   e.machine,
+				Suites:    suites,
+				LogDir:    e.logDir,
+			})
+		})
+	}
+}
+
+// TestBoot boots every topology preset and checks that the guest is what
+// the preset says and runs the kernel built from patches/.
+func TestBoot(t *testing.T) {
+	e := setup(t)
+	e.runSuites(t, topologies(t, vm.TopologyNames()...), "boot")
+}

@@ -1,0 +1,101 @@
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// Machine says how QEMU runs the guest, apart from its topology.
+type Machine struct {
+	// Accel is "tcg" (the default) or "kvm". KVM guests hang on the
+	// project's build machines, so KVM is only used when asked for.
+	Accel string
+	// ICount makes guest time count executed instructions
+	// (-icount shift=0,sleep=off): the same numbers on every run, whatever
+	// the host's load. For benchmarks; it forces single-threaded TCG.
+	ICount bool
+}
+
+// MachineFromEnv reads KMES_ACCEL (tcg or kvm) and KMES_ICOUNT (1 to count
+// instructions).
+func MachineFromEnv() (Machine, error) {
+	m := Machine{Accel: os.Getenv("KMES_ACCEL"), ICount: os.Getenv("KMES_ICOUNT") == "1"}
+	if m.Accel == "" {
+		m.Accel = "tcg"
+	}
+	return m, m.Validate()
+}
+
+// Validate reports a machine QEMU cannot start.
+func (m Machine) Validate() error {
+	switch m.Accel {
+	case "tcg":
+	case "kvm":
+		if m.ICount {
+			return errors.New("KMES_ICOUNT=1 needs TCG: unset KMES_ACCEL=kvm")
+		}
+		if _, err := os.Stat("/dev/kvm"); err != nil {
+			return fmt.Errorf("KMES_ACCEL=kvm: %w (unset KMES_ACCEL to use TCG)", err)
+		}
+	default:
+		return fmt.Errorf("KMES_ACCEL=%q: use tcg or kvm", m.Accel)
+	}
+	return nil
+}
+
+// Args returns the accelerator and CPU arguments.
+func (m Machine) Args() []string {
+	switch {
+	case m.Accel == "kvm":
+		return []string{"-accel", "kvm", "-cpu", "host"}
+	case m.ICount:
+		// icount is incompatible with multi-threaded TCG.
+		return []string{"-accel", "tcg,thread=single", "-cpu", "max", "-icount", "shift=0,sleep=off"}
+	}
+	return []string{"-accel", "tcg,thread=multi", "-cpu", "max"}
+}
+
+// QEMUBinary finds qemu-system-x86_64 (KMES_QEMU overrides the path).
+func QEMUBinary() (string, error) {
+	if p := os.Getenv("KMES_QEMU"); p != "" {
+		return p, nil
+	}
+	p, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		return "", errors.New("qemu-system-x86_64 not found: run 'make deps' (installs qemu-system-x86)")
+	}
+	return p, nil
+}
+
+// BaseKernelArgs is the command line every boot gets: the serial console
+// (the kernel has no other), and a panic that ends QEMU at once instead of
+// waiting for the timeout.
+var BaseKernelArgs = []string{"console=ttyS0", "panic=-1", "earlyprintk=serial"}
+
+// QEMUCommand returns the QEMU binary and its fixed arguments for m and t,
+// without kernel, initramfs or devices.
+func QEMUCommand(m Machine, t Topology) ([]string, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	bin, err := QEMUBinary()
+	if err != nil {
+		return nil, err
+	}
+	cmd := append([]string{bin}, m.Args()...)
+	// -no-reboot turns the guest's reboot (and panic=-1) into QEMU's exit.
+	cmd = append(cmd, "-no-reboot")
+	return append(cmd, t.QEMUArgs()...), nil
+}
+
+// KernelCmdline returns the kernel command line for t plus extra.
+func KernelCmdline(t Topology, extra ...string) string {
+	args := append(append([]string{}, BaseKernelArgs...), t.KernelArgs()...)
+	return strings.Join(append(args, extra...), " ")
+}

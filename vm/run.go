@@ -1,0 +1,207 @@
+package vm
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hugelgupf/vmtest/qemu"
+
+	"github.com/kmes-project/kmes/vm/guest"
+)
+
+// GuestRun is one boot that runs guest test suites.
+type GuestRun struct {
+	Kernel    Kernel
+	Initramfs string
+	Topology  Topology
+	Machine   Machine
+	Suites    []string // test binaries in the initramfs, e.g. "boot"
+	Args      []string // extra arguments for every test binary
+	Timeout   time.Duration
+	// LogDir receives <test name>.serial.log; empty means the test's temp
+	// directory.
+	LogDir string
+}
+
+// RunGuestTests boots r and reports every guest test as a subtest of t. A
+// guest test that fails or skips, a suite that runs no test or dies, and a
+// warning in the kernel log all fail t.
+func RunGuestTests(t *testing.T, r GuestRun) {
+	t.Helper()
+	res := r.boot(t)
+	if res == nil {
+		return
+	}
+	for _, p := range res.KernelProblems {
+		t.Errorf("kernel log: %s", p)
+	}
+	for _, s := range r.Suites {
+		res.reportSuite(t, s)
+	}
+}
+
+// Results is what a boot left behind.
+type Results struct {
+	ShareDir       string
+	Serial         []string
+	KernelProblems []string
+}
+
+func (r GuestRun) boot(t *testing.T) *Results {
+	share := t.TempDir()
+	run := guest.Run{
+		Suites:   r.Suites,
+		Args:     r.Args,
+		Topology: r.Topology.Expect(),
+		Kernel:   guest.Kernel{Release: r.Kernel.Release, Version: r.Kernel.Version},
+	}
+	if err := run.Write(share); err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := QEMUCommand(r.Machine, r.Topology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logDir := r.LogDir
+	if logDir == "" {
+		logDir = t.TempDir()
+	}
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(logDir, strings.ReplaceAll(t.Name(), "/", "_")+".serial.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := &lineCollector{w: logFile}
+	timeout := r.Timeout
+	if timeout == 0 {
+		timeout = 10 * time.Minute
+	}
+	t.Logf("booting %s (%s) with %s; serial log: %s", r.Topology.Name, r.Topology.Description, r.Kernel.Path, logPath)
+	vm := qemu.StartT(t, r.Topology.Name, qemu.ArchAMD64,
+		qemu.WithQEMUCommand(strings.Join(cmd, " ")),
+		qemu.WithKernel(r.Kernel.Path),
+		qemu.WithInitramfs(r.Initramfs),
+		qemu.WithAppendKernel(KernelCmdline(r.Topology)),
+		qemu.P9Directory(share, guest.ShareTag),
+		qemu.WithVMTimeout(timeout),
+		qemu.WithSerialOutput(serial),
+	)
+	if err := vm.Wait(); err != nil {
+		t.Errorf("QEMU: %v (a timeout means the guest hung: see %s)", err, logPath)
+	}
+	return &Results{ShareDir: share, Serial: serial.Lines(), KernelProblems: KernelLogProblems(serial.Lines())}
+}
+
+// reportSuite turns one suite's test2json stream into subtests of t.
+func (res *Results) reportSuite(t *testing.T, suite string) {
+	t.Helper()
+	exitB, err := os.ReadFile(filepath.Join(res.ShareDir, suite+".exit"))
+	if err != nil {
+		t.Errorf("guest suite %s did not finish (the guest crashed, hung or lacks %s/%s.test): see the serial log", suite, guest.TestDir, suite)
+		return
+	}
+	out, err := os.ReadFile(filepath.Join(res.ShareDir, suite+".out"))
+	if err != nil {
+		t.Errorf("guest suite %s: %v", suite, err)
+		return
+	}
+	rep, err := ParseTestOutput(suite, out)
+	if err != nil {
+		t.Errorf("guest suite %s: %v", suite, err)
+		return
+	}
+	exit := strings.TrimSpace(string(exitB))
+	if len(rep.Tests) == 0 {
+		t.Errorf("guest suite %s ran no test (exit status %s):\n%s", suite, exit, rep.Output)
+		return
+	}
+	failed := false
+	for _, tc := range rep.Tests {
+		t.Run(suite+"/"+tc.Name, func(t *testing.T) {
+			switch tc.Action {
+			case "pass":
+			case "fail":
+				failed = true
+				t.Errorf("failed in the guest:\n%s", tc.Output)
+			case "skip":
+				failed = true
+				t.Errorf("skipped in the guest (in the project's VM a missing feature is a failure):\n%s", tc.Output)
+			default:
+				failed = true
+				t.Errorf("did not finish in the guest (%q):\n%s", tc.Action, tc.Output)
+			}
+		})
+	}
+	if exit != "0" && !failed {
+		t.Errorf("guest suite %s exited with status %s:\n%s", suite, exit, rep.Output)
+	}
+}
+
+// kernelLine matches a printk line with CONFIG_PRINTK_TIME's stamp, so that
+// test output on the console is not mistaken for the kernel's.
+var kernelLine = regexp.MustCompile(`^\[\s*\d+\.\d+\]`)
+
+// kernelTrouble are the markers of a kernel splat: WARN, BUG, oops,
+// KASAN/UBSAN reports, lockdep and sleeping-in-atomic reports, hung tasks.
+var kernelTrouble = regexp.MustCompile(`WARNING:|BUG:|Oops|Kernel panic|general protection fault|KASAN|UBSAN|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|sleeping function called from invalid context|INFO: task .* blocked|Call Trace:|kmemleak`)
+
+// KernelLogProblems returns the kernel log lines that show a warning or
+// worse.
+func KernelLogProblems(lines []string) []string {
+	var bad []string
+	for _, l := range lines {
+		if kernelLine.MatchString(l) && kernelTrouble.MatchString(l) {
+			bad = append(bad, l)
+		}
+	}
+	return bad
+}
+
+// lineCollector keeps the serial output as lines and copies it to w.
+type lineCollector struct {
+	mu      sync.Mutex
+	w       io.WriteCloser
+	partial []byte
+	lines   []string
+}
+
+func (c *lineCollector) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.partial = append(c.partial, p...)
+	for {
+		i := bytes.IndexByte(c.partial, '\n')
+		if i < 0 {
+			break
+		}
+		c.lines = append(c.lines, strings.TrimRight(string(c.partial[:i]), "\r"))
+		c.partial = c.partial[i+1:]
+	}
+	return c.w.Write(p)
+}
+
+func (c *lineCollector) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.partial) > 0 {
+		c.lines = append(c.lines, string(c.partial))
+		c.partial = nil
+	}
+	return c.w.Close()
+}
+
+func (c *lineCollector) Lines() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.lines...)
+}

@@ -1,0 +1,129 @@
+// Package vm builds the KMES guest initramfs and boots the patched kernel
+// under QEMU in named topologies, for tests, benchmarks and 'make run'.
+package vm
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/kmes-project/kmes/vm/guest"
+)
+
+// Topology is a named machine shape: vCPUs, NUMA nodes, memory and hugepage
+// reservation. The presets are the only topologies; tests and 'make run'
+// name them.
+type Topology struct {
+	Name        string
+	Description string
+	CPUs        int
+	Nodes       int // NUMA nodes; 1 means no NUMA description at all
+	MemoryMiB   int // split evenly over the nodes
+	// HugePages is the number of 2 MiB hugepages reserved on the kernel
+	// command line. NoHuge also turns transparent hugepages off, so the
+	// guest has no 2 MiB pages at all.
+	HugePages int
+	NoHuge    bool
+}
+
+var presets = []Topology{
+	{Name: "smp1", Description: "1 vCPU, 1 node, 1 GiB", CPUs: 1, Nodes: 1, MemoryMiB: 1024},
+	{Name: "smp4-numa2", Description: "4 vCPUs on 2 NUMA nodes (CPUs 0-1 on node 0, 2-3 on node 1), 2 GiB", CPUs: 4, Nodes: 2, MemoryMiB: 2048},
+	{Name: "hugepages", Description: "smp4-numa2 with 128 2 MiB hugepages reserved at boot", CPUs: 4, Nodes: 2, MemoryMiB: 2048, HugePages: 128},
+	{Name: "nohuge", Description: "smp4-numa2 with no hugepages reserved and transparent hugepages off", CPUs: 4, Nodes: 2, MemoryMiB: 2048, NoHuge: true},
+}
+
+// DefaultTopology is what 'make run' boots.
+const DefaultTopology = "smp4-numa2"
+
+// Topologies returns the presets in a fixed order.
+func Topologies() []Topology { return slices.Clone(presets) }
+
+// TopologyNames returns the preset names in a fixed order.
+func TopologyNames() []string {
+	names := make([]string, len(presets))
+	for i, p := range presets {
+		names[i] = p.Name
+	}
+	return names
+}
+
+// LookupTopology returns the preset called name.
+func LookupTopology(name string) (Topology, error) {
+	for _, p := range presets {
+		if p.Name == name {
+			return p, nil
+		}
+	}
+	return Topology{}, fmt.Errorf("unknown topology %q: use one of %s", name, strings.Join(TopologyNames(), ", "))
+}
+
+// CPUNode returns the NUMA node of each vCPU: consecutive blocks of CPUs
+// per node.
+func (t Topology) CPUNode() []int {
+	m := make([]int, t.CPUs)
+	per := t.CPUs / t.Nodes
+	for cpu := range m {
+		m[cpu] = cpu / per
+	}
+	return m
+}
+
+// QEMUArgs returns the QEMU arguments that give the guest this shape.
+func (t Topology) QEMUArgs() []string {
+	args := []string{"-smp", strconv.Itoa(t.CPUs), "-m", fmt.Sprintf("%dM", t.MemoryMiB)}
+	if t.Nodes <= 1 {
+		return args
+	}
+	per := t.CPUs / t.Nodes
+	for n := 0; n < t.Nodes; n++ {
+		id := fmt.Sprintf("mem%d", n)
+		args = append(args,
+			"-object", fmt.Sprintf("memory-backend-ram,id=%s,size=%dM", id, t.MemoryMiB/t.Nodes),
+			"-numa", fmt.Sprintf("node,nodeid=%d,cpus=%d-%d,memdev=%s", n, n*per, (n+1)*per-1, id))
+	}
+	return args
+}
+
+// KernelArgs returns the kernel command line arguments this shape needs.
+func (t Topology) KernelArgs() []string {
+	switch {
+	case t.NoHuge:
+		return []string{"hugepages=0", "transparent_hugepage=never"}
+	case t.HugePages > 0:
+		return []string{"hugepagesz=2M", "hugepages=" + strconv.Itoa(t.HugePages)}
+	}
+	return nil
+}
+
+// Validate reports a preset that QEMU could not build.
+func (t Topology) Validate() error {
+	switch {
+	case t.Name == "":
+		return fmt.Errorf("topology has no name")
+	case t.CPUs < 1 || t.Nodes < 1:
+		return fmt.Errorf("topology %s: needs at least 1 CPU and 1 node", t.Name)
+	case t.CPUs%t.Nodes != 0:
+		return fmt.Errorf("topology %s: %d CPUs do not split evenly over %d nodes", t.Name, t.CPUs, t.Nodes)
+	case t.MemoryMiB%t.Nodes != 0:
+		return fmt.Errorf("topology %s: %d MiB do not split evenly over %d nodes", t.Name, t.MemoryMiB, t.Nodes)
+	case t.HugePages*2 >= t.MemoryMiB/2:
+		return fmt.Errorf("topology %s: %d hugepages leave too little memory", t.Name, t.HugePages)
+	case t.NoHuge && t.HugePages > 0:
+		return fmt.Errorf("topology %s: NoHuge with hugepages reserved", t.Name)
+	}
+	return nil
+}
+
+// Expect returns what a guest booted in this topology must observe.
+func (t Topology) Expect() guest.Topology {
+	return guest.Topology{
+		Name:      t.Name,
+		CPUs:      t.CPUs,
+		Nodes:     t.Nodes,
+		CPUNode:   t.CPUNode(),
+		HugePages: t.HugePages,
+		THP:       !t.NoHuge,
+	}
+}
