@@ -70,9 +70,12 @@ func (t Topology) CPUNode() []int {
 	return m
 }
 
-// QEMUArgs returns the QEMU arguments that give the guest this shape.
+// QEMUArgs returns the QEMU arguments that give the guest this shape. Each
+// node is a socket of its own: a socket split over two nodes makes the
+// kernel WARN in topology_sane().
 func (t Topology) QEMUArgs() []string {
-	args := []string{"-smp", strconv.Itoa(t.CPUs), "-m", fmt.Sprintf("%dM", t.MemoryMiB)}
+	smp := fmt.Sprintf("%d,sockets=%d,cores=%d,threads=1", t.CPUs, t.Nodes, t.CPUs/t.Nodes)
+	args := []string{"-smp", smp, "-m", fmt.Sprintf("%dM", t.MemoryMiB)}
 	if t.Nodes <= 1 {
 		return args
 	}
