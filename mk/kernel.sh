@@ -3,6 +3,7 @@
 #
 #   kernel.sh tree           lay out build/linux: base commit + git am of patches/series
 #   kernel.sh build FLAVOR   merge kernel-config/ fragments and build bzImage
+#                            (FLAVOR: plain, debug or nokmes; see fragments())
 #   kernel.sh export         write build/linux's commits back to patches/
 #   kernel.sh series-key     print the content key of patches/ (kernel.json "series")
 #
@@ -151,15 +152,20 @@ cmd_tree() {
 	echo "$want" >"$applied"
 }
 
-# fragments prints the config fragments of a flavor: every
-# kernel-config/*.config except debug.config, plus debug.config for "debug".
+# fragments prints the config fragments of a flavor:
+#   plain   every kernel-config/*.config except debug.config
+#   debug   plain + debug.config (the test kernel)
+#   nokmes  plain without kmes.config: the series must build with KMES off
 fragments() {
 	local flavor=$1 f
 	for f in "$top"/kernel-config/*.config; do
-		[ "$(basename "$f")" = debug.config ] && continue
+		case "$(basename "$f")" in
+		debug.config) continue ;;
+		kmes.config) [ "$flavor" = nokmes ] && continue ;;
+		esac
 		echo "$f"
 	done
-	[ "$flavor" = plain ] || echo "$top/kernel-config/debug.config"
+	[ "$flavor" != debug ] || echo "$top/kernel-config/debug.config"
 }
 
 # check_config fails when an option a fragment asks for is not what the final
@@ -194,8 +200,8 @@ check_config() {
 cmd_build() {
 	local flavor=${1:-debug}
 	case "$flavor" in
-	plain | debug) ;;
-	*) die "unknown FLAVOR '$flavor': use plain or debug" ;;
+	plain | debug | nokmes) ;;
+	*) die "unknown FLAVOR '$flavor': use plain, debug or nokmes" ;;
 	esac
 	[ -d "$tree/.git" ] || die "build/linux does not exist: run 'make kernel'"
 	[ -f "$tree/.git/kmes-applied" ] || die "build/linux holds no applied series: run 'make kernel'"
@@ -229,6 +235,9 @@ cmd_build() {
 		(cd "$tree" && scripts/kconfig/merge_config.sh -n -O "$obj" "${frags[@]}") >"$logs/config-$flavor.log" 2>&1 ||
 			{ tail -n 20 "$logs/config-$flavor.log" >&2; die "merging kernel-config/ failed (log: build/logs/config-$flavor.log)"; }
 		check_config "$obj/.config" "${frags[@]}" || die "the $flavor config does not hold what kernel-config/ asks for"
+		if [ "$flavor" = nokmes ] && grep -q '^CONFIG_KMES=y' "$obj/.config"; then
+			die "the nokmes config still has CONFIG_KMES=y: some other fragment selects it"
+		fi
 		echo "$cfg_key" >"$obj/.kmes-config-key"
 	fi
 
@@ -240,8 +249,14 @@ cmd_build() {
 		die "the $flavor kernel did not build (log: build/logs/kernel-$flavor.log)"
 	fi
 	cp "$obj/arch/x86/boot/bzImage" "$out/bzImage"
-	local release version
+	local release version kunit=""
 	release=$(cat "$obj/include/config/kernel.release")
+	# The KUnit suites this kernel must report at boot: every suite the
+	# KMES test sources define, when the config builds them.
+	if grep -q '^CONFIG_KMES_KUNIT_TEST=y' "$obj/.config"; then
+		kunit=$(grep -ho '\.name *= *"kmes_[a-z0-9_]*"' "$tree"/kernel/kmes/tests/*_kunit.c 2>/dev/null |
+			sed 's/.*"\(.*\)"/"\1"/' | sort -u | paste -sd, -)
+	fi
 	version=$(sed -n 's/^#define UTS_VERSION "\(.*\)"$/\1/p' "$obj/include/generated/utsversion.h")
 	cat >"$out/kernel.json" <<EOF
 {
@@ -250,7 +265,8 @@ cmd_build() {
   "version": "$version",
   "series": "$(cat "$tree/.git/kmes-applied")",
   "tree": "$tree_state",
-  "config": "$cfg_key"
+  "config": "$cfg_key",
+  "kunit_suites": [$kunit]
 }
 EOF
 	cp "$obj/.config" "$out/config"

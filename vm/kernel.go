@@ -18,6 +18,9 @@ type Kernel struct {
 	Version string `json:"version"` // uname -v
 	Series  string `json:"series"`  // content key of patches/ when applied
 	Tree    string `json:"tree"`    // build/linux tree hash, in uname -v
+	// KUnitSuites are the kmes_* KUnit suites built in: each must pass at
+	// every boot.
+	KUnitSuites []string `json:"kunit_suites"`
 }
 
 // LoadKernel reads the kernel at bzImage and its kernel.json.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -30,20 +31,51 @@ type GuestRun struct {
 	LogDir string
 }
 
-// RunGuestTests boots r and reports every guest test as a subtest of t. A
-// guest test that fails or skips, a suite that runs no test or dies, and a
-// warning in the kernel log all fail t.
+// RunGuestTests boots r and reports every guest test, and every KUnit suite
+// the kernel has built in, as a subtest of t. A guest test that fails or
+// skips, a suite that runs no test or dies, a KUnit suite that fails, skips
+// or is missing, and a warning in the kernel log all fail t.
 func RunGuestTests(t *testing.T, r GuestRun) {
 	t.Helper()
 	res := r.boot(t)
-	if res == nil {
-		return
-	}
 	for _, p := range res.KernelProblems {
 		t.Errorf("kernel log: %s", p)
 	}
+	reportKUnit(t, r.Kernel.KUnitSuites, ParseKTAP(res.Serial))
 	for _, s := range r.Suites {
 		res.reportSuite(t, s)
+	}
+}
+
+// reportKUnit fails t for every expected suite that is missing, failed or
+// skipped, naming the failed cases and their diagnostics.
+func reportKUnit(t *testing.T, want []string, got []KUnitSuite) {
+	t.Helper()
+	for _, name := range want {
+		t.Run("kunit/"+name, func(t *testing.T) {
+			i := slices.IndexFunc(got, func(s KUnitSuite) bool { return s.Name == name })
+			if i < 0 {
+				t.Fatalf("KUnit suite %s is built in but did not report at boot", name)
+			}
+			s := got[i]
+			for _, c := range s.Cases {
+				switch c.Result {
+				case "not ok":
+					t.Errorf("%s failed:\n%s", c.Name, strings.Join(c.Diagnostics, "\n"))
+				case "skip":
+					t.Logf("%s skipped", c.Name)
+				}
+			}
+			switch s.Result {
+			case "ok":
+			case "skip":
+				t.Errorf("KUnit suite %s skipped (in the project's VM a missing feature is a failure)", name)
+			case "not ok":
+				t.Errorf("KUnit suite %s failed", name)
+			default:
+				t.Errorf("KUnit suite %s did not finish", name)
+			}
+		})
 	}
 }
 

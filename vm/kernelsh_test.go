@@ -1,0 +1,224 @@
+package vm
+
+// Tests of mk/kernel.sh, the kernel half of the harness, against a fake
+// kernel tarball: the tree layout, stamps, export and every bad input.
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+type kernelSh struct {
+	t       *testing.T
+	top     string
+	tarball string
+}
+
+func newKernelSh(t *testing.T) *kernelSh {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Fatal("git is needed: run 'make deps'")
+	}
+	top := t.TempDir()
+	script, err := os.ReadFile("../mk/kernel.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "linux-6.12.1")
+	files := map[string]string{
+		filepath.Join(top, "mk/kernel.sh"):                    string(script),
+		filepath.Join(top, "patches/series"):                  "",
+		filepath.Join(top, "kernel-config/base.config"):       "# base\nCONFIG_KEPT=y\nCONFIG_DROPPED=y\n",
+		filepath.Join(src, "Makefile"):                        "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 1\n",
+		filepath.Join(src, "hello.c"):                         "int hello;\n",
+		filepath.Join(src, "scripts/kconfig/merge_config.sh"): "#!/bin/sh\n# fake: keeps every option but CONFIG_DROPPED\nshift 2; out=$1; shift\ncat \"$@\" | grep -v DROPPED > \"$out/.config\"\n",
+	}
+	for p, s := range files {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(s), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tarball := filepath.Join(t.TempDir(), "linux-6.12.1.tar.gz")
+	if out, err := exec.Command("tar", "-czf", tarball, "-C", filepath.Dir(src), "linux-6.12.1").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v\n%s", err, out)
+	}
+	return &kernelSh{t: t, top: top, tarball: tarball}
+}
+
+// run runs kernel.sh and returns its combined output and whether it
+// succeeded.
+func (k *kernelSh) run(env []string, args ...string) (string, bool) {
+	cmd := exec.Command(filepath.Join(k.top, "mk/kernel.sh"), args...)
+	cmd.Env = append(append(os.Environ(), "LINUX_TARBALL="+k.tarball, "FORCE="), env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err == nil
+}
+
+func (k *kernelSh) mustRun(args ...string) string {
+	k.t.Helper()
+	out, ok := k.run(nil, args...)
+	if !ok {
+		k.t.Fatalf("kernel.sh %s failed:\n%s", strings.Join(args, " "), out)
+	}
+	return out
+}
+
+func (k *kernelSh) git(args ...string) string {
+	k.t.Helper()
+	out, err := exec.Command("git", append([]string{"-C", filepath.Join(k.top, "build/linux")}, args...)...).CombinedOutput()
+	if err != nil {
+		k.t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func (k *kernelSh) write(rel, s string) {
+	k.t.Helper()
+	if err := os.WriteFile(filepath.Join(k.top, rel), []byte(s), 0o644); err != nil {
+		k.t.Fatal(err)
+	}
+}
+
+// commit makes a commit in build/linux changing hello.c.
+func (k *kernelSh) commit(content, subject string) {
+	k.t.Helper()
+	k.write("build/linux/hello.c", content)
+	k.git("commit", "-qam", subject)
+}
+
+func wantFail(t *testing.T, out string, ok bool, words ...string) {
+	t.Helper()
+	if ok {
+		t.Fatalf("succeeded, want a failure mentioning %q:\n%s", words, out)
+	}
+	for _, w := range words {
+		if !strings.Contains(out, w) {
+			t.Errorf("message lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+func TestKernelShTreeAndExport(t *testing.T) {
+	k := newKernelSh(t)
+	if out := k.mustRun("tree"); !strings.Contains(out, "unpacking") {
+		t.Errorf("first run: %q, want it to unpack", out)
+	}
+	base := k.git("rev-parse", "kmes-base")
+	if head := k.git("rev-parse", "HEAD"); head != base {
+		t.Errorf("empty series: HEAD %s, want kmes-base %s", head, base)
+	}
+	if out := k.mustRun("tree"); out != "" {
+		t.Errorf("second run with nothing changed printed %q, want nothing", out)
+	}
+
+	k.commit("int hello = 1;\n", "kmes: set hello")
+	out := k.mustRun("export")
+	if !strings.Contains(out, "exported 1 patches") {
+		t.Errorf("export said %q", out)
+	}
+	series, _ := os.ReadFile(filepath.Join(k.top, "patches/series"))
+	if strings.TrimSpace(string(series)) != "0001-kmes-set-hello.patch" {
+		t.Errorf("series = %q", series)
+	}
+	head := k.git("rev-parse", "HEAD")
+	if out := k.mustRun("tree"); out != "" {
+		t.Errorf("tree after export printed %q, want nothing", out)
+	}
+	if k.git("rev-parse", "HEAD") != head {
+		t.Error("tree after export re-applied the series it came from")
+	}
+
+	// A fresh tree from the exported series has the same content.
+	if err := os.RemoveAll(filepath.Join(k.top, "build")); err != nil {
+		t.Fatal(err)
+	}
+	if out := k.mustRun("tree"); !strings.Contains(out, "applying 1 patches") {
+		t.Errorf("fresh tree: %q", out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(k.top, "build/linux/hello.c")); string(b) != "int hello = 1;\n" {
+		t.Errorf("hello.c = %q after applying the series", b)
+	}
+	if k.git("rev-parse", "kmes-base") != base {
+		t.Error("the base commit differs between two unpackings of one tarball")
+	}
+}
+
+func TestKernelShPatchDoesNotApply(t *testing.T) {
+	k := newKernelSh(t)
+	k.mustRun("tree")
+	k.commit("int hello = 2;\n", "kmes: two")
+	k.mustRun("export")
+	// Corrupt the patch's context so that it no longer applies.
+	p := filepath.Join(k.top, "patches/0001-kmes-two.patch")
+	b, _ := os.ReadFile(p)
+	k.write("patches/0001-kmes-two.patch", strings.Replace(string(b), "-int hello;", "-int goodbye;", 1))
+	for i := 0; i < 2; i++ {
+		out, ok := k.run(nil, "tree")
+		wantFail(t, out, ok, "kmes: two", "does not apply", "build/logs/git-am.log")
+		if head, base := k.git("rev-parse", "HEAD"), k.git("rev-parse", "kmes-base"); head != base {
+			t.Errorf("after a failed apply HEAD is %s, want the base %s", head, base)
+		}
+		if _, err := os.Stat(filepath.Join(k.top, "build/linux/.git/kmes-applied")); err == nil {
+			t.Error("a half-applied tree is stamped as applied")
+		}
+	}
+}
+
+func TestKernelShBadSeries(t *testing.T) {
+	k := newKernelSh(t)
+	k.write("patches/series", "0001-missing.patch\n")
+	out, ok := k.run(nil, "tree")
+	wantFail(t, out, ok, "patches/0001-missing.patch does not exist")
+
+	k.write("patches/series", "")
+	k.write("patches/0001-stray.patch", "")
+	out, ok = k.run(nil, "tree")
+	wantFail(t, out, ok, "patches/0001-stray.patch is not listed in patches/series")
+}
+
+func TestKernelShMissingTarball(t *testing.T) {
+	k := newKernelSh(t)
+	k.tarball = "/nonexistent/linux.tar.xz"
+	out, ok := k.run(nil, "tree")
+	wantFail(t, out, ok, "/nonexistent/linux.tar.xz not found", "make deps", "LINUX_TARBALL")
+}
+
+func TestKernelShKeepsUnexportedWork(t *testing.T) {
+	k := newKernelSh(t)
+	k.mustRun("tree")
+	k.commit("int hello = 3;\n", "kmes: three")
+	k.write("patches/series", "# changed\n")
+	out, ok := k.run(nil, "tree")
+	wantFail(t, out, ok, "make export-patches", "FORCE=1")
+	if b, _ := os.ReadFile(filepath.Join(k.top, "build/linux/hello.c")); string(b) != "int hello = 3;\n" {
+		t.Fatal("the refused run still discarded the commit")
+	}
+
+	k.write("build/linux/hello.c", "int hello = 4;\n")
+	out, ok = k.run(nil, "tree")
+	wantFail(t, out, ok, "uncommitted changes", "FORCE=1")
+
+	if out, ok := k.run([]string{"FORCE=1"}, "tree"); !ok {
+		t.Fatalf("FORCE=1: %s", out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(k.top, "build/linux/hello.c")); string(b) != "int hello;\n" {
+		t.Errorf("FORCE=1 left hello.c = %q, want the base", b)
+	}
+}
+
+func TestKernelShConfigMustStick(t *testing.T) {
+	k := newKernelSh(t)
+	k.mustRun("tree")
+	out, ok := k.run(nil, "build", "plain")
+	wantFail(t, out, ok, "kernel-config/base.config: CONFIG_DROPPED=y did not stick")
+	if strings.Contains(out, "CONFIG_KEPT") {
+		t.Errorf("an option that stuck is reported:\n%s", out)
+	}
+	out, ok = k.run(nil, "build", "fancy")
+	wantFail(t, out, ok, "unknown FLAVOR 'fancy'")
+}
