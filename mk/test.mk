@@ -1,28 +1,34 @@
 # mk/test.mk: 'make test' is what CI runs: host unit tests, then the VM
 # tests under the debug kernel. Full output goes to build/logs/*.log; the
-# terminal gets the test results and go test's summary lines.
+# terminal gets one line per test, go test's summary lines and a count.
 
 # Everything but the VM tests, which need a kernel.
 HOST_PKGS = $$(go list ./... | grep -v '/tests')
 # vmtest boots the debug kernel: KASAN, lockdep, DEBUG_ATOMIC_SLEEP.
 vmtest: FLAVOR = debug
 VMTEST_TIMEOUT ?= 60m
+KMES_TOPOLOGIES ?=
 # Lines worth seeing on the terminal.
 SUMMARY := { grep --line-buffered -E '^(=== RUN|\s*--- (PASS|FAIL|SKIP)|ok |FAIL|PASS$$|panic:)|kernel log:' || true; }
 
-.PHONY: test unit vmtest
+.PHONY: test unit vmtest check-vmtest-topologies
 test: unit vmtest
+	@echo "test: $$(grep -ch -- '--- PASS' $(LOGS)/unit.log $(LOGS)/vmtest.log | paste -sd+ | bc) passed, 0 failed"
 
 unit: deps
 	@mkdir -p $(LOGS)
 	@echo "unit: go vet and go test -race on the host (log: build/logs/unit.log)"
 	@go vet ./...
-	@go test -race -count=1 $(HOST_PKGS) 2>&1 | tee $(LOGS)/unit.log | $(SUMMARY) || { tail -n 50 $(LOGS)/unit.log; exit 1; }
+	@go test -race -count=1 -v $(HOST_PKGS) 2>&1 | tee $(LOGS)/unit.log | grep -E '^(ok|FAIL|--- FAIL)' \
+		|| { grep -B2 -A20 -- '--- FAIL' $(LOGS)/unit.log | head -n 80; exit 1; }
 
-vmtest: kernel initramfs
+check-vmtest-topologies:
+	$(if $(KMES_TOPOLOGIES),$(call check-topologies,$(KMES_TOPOLOGIES)))
+
+vmtest: check-vmtest-topologies kernel initramfs
 	@mkdir -p $(LOGS)/vm
 	@echo "vmtest: booting $(KERNEL) (log: build/logs/vmtest.log, serial logs: build/logs/vm/)"
-	@KMES_KERNEL=$(KERNEL) KMES_INITRAMFS=$(INITRAMFS) KMES_LOG_DIR=$(LOGS)/vm \
+	@KMES_KERNEL=$(KERNEL) KMES_INITRAMFS=$(INITRAMFS) KMES_LOG_DIR=$(LOGS)/vm KMES_TOPOLOGIES=$(KMES_TOPOLOGIES) \
 		go test -v -count=1 -timeout $(VMTEST_TIMEOUT) ./tests/ 2>&1 \
 		| tee $(LOGS)/vmtest.log | $(SUMMARY) \
 		|| { echo "vmtest: FAILED; the failing test's serial console and QEMU command are in build/logs/vmtest.log"; exit 1; }

@@ -6,13 +6,26 @@ GUEST_TESTS := ./tests/guest/...
 TOPOLOGY ?= smp4-numa2
 KMES_VM := go run ./vm/cmd/kmes-vm
 
-.PHONY: initramfs run
-# Always rebuilt: Go's build cache makes it a few seconds, and a stale guest
-# test binary is worse.
+# check-topologies stops at once on a topology name that is not a preset,
+# before anything is built.
+define check-topologies
+	@for t in $(subst $(comma), ,$(1)); do \
+		$(KMES_VM) topologies | awk 'NR > 1 { print $$1 }' | grep -qx "$$t" || \
+		{ echo "unknown topology '$$t': use one of $$($(KMES_VM) topologies | awk 'NR > 1 { print $$1 }' | paste -sd' ')" >&2; exit 1; }; \
+	done
+endef
+comma := ,
+
+.PHONY: initramfs run check-run-topology
+# Rebuilt only when a Go source, go.mod or go.sum changed (kmes-vm keeps a
+# key of its inputs beside the image).
 initramfs: deps
 	@$(KMES_VM) initramfs -o $(INITRAMFS) $(GUEST_TESTS)
 
+check-run-topology:
+	$(call check-topologies,$(TOPOLOGY))
+
 # make run boots the plain kernel (FLAVOR=debug for the test kernel).
 run: FLAVOR = plain
-run: kernel initramfs
+run: check-run-topology kernel initramfs
 	@$(KMES_VM) run -topology $(TOPOLOGY) -kernel $(KERNEL) -initramfs $(INITRAMFS)

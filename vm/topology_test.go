@@ -7,6 +7,9 @@ import (
 )
 
 func TestPresets(t *testing.T) {
+	numa2 := []string{"-smp", "4,sockets=2,cores=2,threads=1", "-m", "2048M",
+		"-object", "memory-backend-ram,id=mem0,size=1024M", "-numa", "node,nodeid=0,cpus=0-1,memdev=mem0",
+		"-object", "memory-backend-ram,id=mem1,size=1024M", "-numa", "node,nodeid=1,cpus=2-3,memdev=mem1"}
 	for _, tc := range []struct {
 		name      string
 		qemu      []string
@@ -22,28 +25,22 @@ func TestPresets(t *testing.T) {
 			thp:     true,
 		},
 		{
-			name: "smp4-numa2",
-			qemu: []string{"-smp", "4,sockets=2,cores=2,threads=1", "-m", "2048M",
-				"-object", "memory-backend-ram,id=mem0,size=1024M", "-numa", "node,nodeid=0,cpus=0-1,memdev=mem0",
-				"-object", "memory-backend-ram,id=mem1,size=1024M", "-numa", "node,nodeid=1,cpus=2-3,memdev=mem1"},
+			name:    "smp4-numa2",
+			qemu:    numa2,
 			cpuNode: []int{0, 0, 1, 1},
 			thp:     true,
 		},
 		{
-			name: "hugepages",
-			qemu: []string{"-smp", "4,sockets=2,cores=2,threads=1", "-m", "2048M",
-				"-object", "memory-backend-ram,id=mem0,size=1024M", "-numa", "node,nodeid=0,cpus=0-1,memdev=mem0",
-				"-object", "memory-backend-ram,id=mem1,size=1024M", "-numa", "node,nodeid=1,cpus=2-3,memdev=mem1"},
+			name:      "hugepages",
+			qemu:      numa2,
 			kernel:    []string{"hugepagesz=2M", "hugepages=128"},
 			cpuNode:   []int{0, 0, 1, 1},
 			hugePages: 128,
 			thp:       true,
 		},
 		{
-			name: "nohuge",
-			qemu: []string{"-smp", "4,sockets=2,cores=2,threads=1", "-m", "2048M",
-				"-object", "memory-backend-ram,id=mem0,size=1024M", "-numa", "node,nodeid=0,cpus=0-1,memdev=mem0",
-				"-object", "memory-backend-ram,id=mem1,size=1024M", "-numa", "node,nodeid=1,cpus=2-3,memdev=mem1"},
+			name:    "nohuge",
+			qemu:    numa2,
 			kernel:  []string{"hugepages=0", "transparent_hugepage=never"},
 			cpuNode: []int{0, 0, 1, 1},
 		},
