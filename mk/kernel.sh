@@ -12,6 +12,7 @@
 # second run with nothing changed does nothing, and a tree whose series did
 # not apply is never reused.
 set -euo pipefail
+shopt -s inherit_errexit
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=$top/build

@@ -32,3 +32,13 @@ vmtest: check-vmtest-topologies kernel initramfs
 		go test -v -count=1 -timeout $(VMTEST_TIMEOUT) ./tests/ 2>&1 \
 		| tee $(LOGS)/vmtest.log | $(SUMMARY) \
 		|| { echo "vmtest: FAILED; the failing test's serial console and QEMU command are in build/logs/vmtest.log"; exit 1; }
+
+# make bench boots the plain kernel under -icount shift=0: guest time counts
+# instructions, so the numbers repeat exactly. Results: build/logs/bench.log.
+.PHONY: bench
+bench: FLAVOR = plain
+bench: kernel initramfs
+	@mkdir -p $(LOGS)/vm
+	@KMES_ICOUNT=1 KMES_KERNEL=$(KERNEL) KMES_INITRAMFS=$(INITRAMFS) KMES_LOG_DIR=$(LOGS)/vm KMES_TOPOLOGIES=$(KMES_TOPOLOGIES) \
+		go test -run '^$$' -bench . -benchtime 1x -timeout 60m ./tests/ 2>&1 | tee $(LOGS)/bench.log \
+		| grep -E '^(Benchmark|ok|FAIL|PASS)|kernel log:'

@@ -25,7 +25,7 @@ type vmEnv struct {
 	logDir    string
 }
 
-func setup(t *testing.T) vmEnv {
+func setup(t testing.TB) vmEnv {
 	t.Helper()
 	bz, initrd := os.Getenv("KMES_KERNEL"), os.Getenv("KMES_INITRAMFS")
 	if bz == "" || initrd == "" {
@@ -54,7 +54,7 @@ func setup(t *testing.T) vmEnv {
 
 // topologies returns the named presets, less those KMES_TOPOLOGIES leaves
 // out.
-func topologies(t *testing.T, names ...string) []vm.Topology {
+func topologies(t testing.TB, names ...string) []vm.Topology {
 	t.Helper()
 	only := strings.Split(os.Getenv("KMES_TOPOLOGIES"), ",")
 	for _, n := range only {

@@ -2,11 +2,13 @@ package vm
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -35,9 +37,9 @@ type GuestRun struct {
 // the kernel has built in, as a subtest of t. A guest test that fails or
 // skips, a suite that runs no test or dies, a KUnit suite that fails, skips
 // or is missing, and a warning in the kernel log all fail t.
-func RunGuestTests(t *testing.T, r GuestRun) {
+func RunGuestTests(t *testing.T, r GuestRun) *Results {
 	t.Helper()
-	res := r.boot(t)
+	res := r.Boot(t)
 	for _, p := range res.KernelProblems {
 		t.Errorf("kernel log: %s", p)
 	}
@@ -45,6 +47,7 @@ func RunGuestTests(t *testing.T, r GuestRun) {
 	for _, s := range r.Suites {
 		res.reportSuite(t, s)
 	}
+	return res
 }
 
 // reportKUnit fails t for every expected suite that is missing, failed or
@@ -86,7 +89,9 @@ type Results struct {
 	KernelProblems []string
 }
 
-func (r GuestRun) boot(t *testing.T) *Results {
+// Boot boots r, runs its suites and returns what the boot left behind,
+// without judging it.
+func (r GuestRun) Boot(t testing.TB) *Results {
 	share := t.TempDir()
 	run := guest.Run{
 		Suites:   r.Suites,
@@ -132,6 +137,20 @@ func (r GuestRun) boot(t *testing.T) *Results {
 		t.Errorf("QEMU: %v (a timeout means the guest hung: see %s)", err, logPath)
 	}
 	return &Results{ShareDir: share, Serial: serial.Lines(), KernelProblems: KernelLogProblems(serial.Lines())}
+}
+
+// SuiteExit returns the exit status of a guest suite's test binary.
+func (res *Results) SuiteExit(suite string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(res.ShareDir, suite+".exit"))
+	if err != nil {
+		return -1, fmt.Errorf("guest suite %s did not finish (the guest crashed or hung): see the serial log", suite)
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// Metrics returns what guest tests recorded with guest.Record.
+func (res *Results) Metrics() ([]guest.Metric, error) {
+	return guest.ReadMetrics(filepath.Join(res.ShareDir, guest.MetricsFile))
 }
 
 // reportSuite turns one suite's test2json stream into subtests of t.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -24,7 +25,51 @@ const (
 	TestDir = "/kmes/tests"
 	// ConfigEnv names the run description for guest tests.
 	ConfigEnv = "KMES_GUEST_RUN"
+	// MetricsFile in the share collects what Record reports.
+	MetricsFile = "metrics.txt"
 )
+
+// Metric is one measured number, such as instructions per event.
+type Metric struct {
+	Name  string
+	Value float64
+	Unit  string
+}
+
+// Record reports a measurement to the host (one "name value unit" line in
+// the share's metrics file) and logs it.
+func Record(t testing.TB, name string, value float64, unit string) {
+	t.Helper()
+	if strings.ContainsAny(name, " \n") || strings.ContainsAny(unit, " \n") {
+		t.Fatalf("metric %q %q: name and unit must be single words", name, unit)
+	}
+	t.Logf("%s: %.2f %s", name, value, unit)
+	f, err := os.OpenFile(filepath.Join(ShareDir, MetricsFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintf(f, "%s %g %s\n", name, value, unit); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ReadMetrics parses a metrics file written by Record.
+func ReadMetrics(path string) ([]Metric, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var ms []Metric
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var m Metric
+		if _, err := fmt.Sscanf(line, "%s %g %s", &m.Name, &m.Value, &m.Unit); err != nil {
+			return nil, fmt.Errorf("%s: bad metric line %q: %w", path, line, err)
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
 
 // Topology is what a guest must observe of the machine it runs on.
 type Topology struct {
