@@ -1,6 +1,7 @@
-# mk/test.mk: 'make test' is what CI runs: host unit tests, then the VM
-# tests under the debug kernel. Full output goes to build/logs/*.log; the
-# terminal gets one line per test, go test's summary lines and a count.
+# mk/test.mk: 'make test' is what CI runs: host unit tests, a build of the
+# series with CONFIG_KMES=n, then the VM tests under the debug kernel. Full
+# output goes to build/logs/*.log; the terminal gets one line per test, go
+# test's summary lines and a count.
 
 # Everything but the VM tests, which need a kernel.
 HOST_PKGS = $$(go list ./... | grep -v '/tests')
@@ -11,8 +12,8 @@ KMES_TOPOLOGIES ?=
 # Lines worth seeing on the terminal.
 SUMMARY := { grep --line-buffered -E '^(=== RUN|\s*--- (PASS|FAIL|SKIP)|ok |FAIL|PASS$$|panic:)|kernel log:' || true; }
 
-.PHONY: test unit vmtest check-vmtest-topologies
-test: unit vmtest
+.PHONY: test unit vmtest check-vmtest-topologies kernel-nokmes
+test: unit kernel-nokmes vmtest
 	@echo "test: $$(grep -ch -- '--- PASS' $(LOGS)/unit.log $(LOGS)/vmtest.log | paste -sd+ | bc) passed, 0 failed"
 
 unit: deps
@@ -21,6 +22,10 @@ unit: deps
 	@go vet ./...
 	@go test -race -count=1 -v $(HOST_PKGS) 2>&1 | tee $(LOGS)/unit.log | grep -E '^(ok|FAIL|--- FAIL)' \
 		|| { grep -B2 -A20 -- '--- FAIL' $(LOGS)/unit.log | head -n 80; exit 1; }
+
+# The series must also build with CONFIG_KMES=n (build only, never booted).
+kernel-nokmes: kernel-tree
+	@mk/kernel.sh build nokmes
 
 check-vmtest-topologies:
 	$(if $(KMES_TOPOLOGIES),$(call check-topologies,$(KMES_TOPOLOGIES)))
