@@ -61,14 +61,18 @@ func reportKUnit(t *testing.T, want []string, got []KUnitSuite) {
 				t.Fatalf("KUnit suite %s is built in but did not report at boot", name)
 			}
 			s := got[i]
+			passed := 0
 			for _, c := range s.Cases {
 				switch c.Result {
+				case "ok":
+					passed++
 				case "not ok":
 					t.Errorf("%s failed:\n%s", c.Name, strings.Join(c.Diagnostics, "\n"))
 				case "skip":
 					t.Logf("%s skipped", c.Name)
 				}
 			}
+			t.Logf("%d of %d cases passed", passed, len(s.Cases))
 			switch s.Result {
 			case "ok":
 			case "skip":

@@ -1,0 +1,83 @@
+// Package kmes is the Go side of KMES: the ABI of the kernel's event rings
+// and system calls. Its constants mirror include/uapi/linux/kmes.h, which
+// the series in patches/ adds; abi_test.go checks every one of them against
+// that header, so the two cannot drift.
+package kmes
+
+// Origin classes (event header byte 26).
+const (
+	OriginUser = 0 // kmes_emit, kmes_emit_batch
+	OriginKMES = 1 // KMES itself
+	OriginKACS = 2 // reserved
+	OriginLCS  = 3 // reserved
+)
+
+// Event header: field offsets of the packed, little-endian header.
+const (
+	HdrEventSizeOff   = 0
+	HdrHeaderSizeOff  = 4
+	HdrTimestampOff   = 8
+	HdrSequenceOff    = 16
+	HdrCPUIDOff       = 24
+	HdrOriginClassOff = 26
+	HdrTypeLenOff     = 27
+	HdrTypeOff        = 29
+	// HdrBaseSize is the header size without the type string.
+	HdrBaseSize = 29
+)
+
+// Ring capacity range (bytes of the data region, a power of two).
+const (
+	CapacityMin = 65536
+	CapacityMax = 268435456
+)
+
+// Mapping of a ring from a kmes_attach file descriptor.
+const (
+	MetaPageSize    = 4096
+	MapProducerOff  = 0
+	MapConsumerOff  = 4096
+	MapDataOff      = 8192
+	RingMagic       = "KMESRING"
+	RingMagicLen    = 8
+	RingVersion     = 1
+	MetaMagicOff    = 0
+	MetaVersionOff  = 8
+	MetaCPUIDOff    = 12
+	MetaCapacityOff = 16
+	MetaDataOffOff  = 24
+	MetaGenOff      = 32
+	MetaWritePosOff = 64
+	MetaTailPosOff  = 72
+	MetaFutexOff    = 128
+	// MetaNeedWakeOff is an offset in the mapping (the consumer page).
+	MetaNeedWakeOff = 4096
+)
+
+// MapSize is the length to mmap for a ring of the given capacity.
+func MapSize(capacity uint64) uint64 { return MapDataOff + 2*capacity }
+
+// Batches and system calls.
+const (
+	EmitBatchMax = 256
+
+	EmitEntrySize          = 32
+	EmitEntryTypeOff       = 0
+	EmitEntryTypeLenOff    = 8
+	EmitEntryPayloadOff    = 16
+	EmitEntryPayloadLenOff = 24
+
+	SysEmit      = 1090
+	SysAttach    = 1091
+	SysEmitBatch = 1092
+)
+
+// emitEntry is struct kmes_emit_entry.
+type emitEntry struct {
+	Type       uint64
+	TypeLen    uint16
+	_          [6]byte
+	Payload    uint64
+	PayloadLen uint32
+	_          uint32
+}

@@ -1,0 +1,169 @@
+package kmes
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+)
+
+const uapiHeader = "include/uapi/linux/kmes.h"
+
+// seriesHeader builds include/uapi/linux/kmes.h from the patch series alone
+// (git apply of every hunk that touches it, in series order) and returns its
+// path.
+func seriesHeader(t *testing.T) string {
+	t.Helper()
+	top := filepath.Join("..", "..")
+	series, err := os.ReadFile(filepath.Join(top, "patches", "series"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var patches []string
+	for _, name := range strings.Fields(string(series)) {
+		p, err := filepath.Abs(filepath.Join(top, "patches", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		patches = append(patches, p)
+	}
+	dir := t.TempDir()
+	if len(patches) > 0 {
+		cmd := exec.Command("git", append([]string{"apply", "--include=" + uapiHeader}, patches...)...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git apply %s from patches/: %v\n%s", uapiHeader, err, out)
+		}
+	}
+	h := filepath.Join(dir, uapiHeader)
+	if _, err := os.Stat(h); err != nil {
+		t.Fatalf("patches/ does not add %s: %v", uapiHeader, err)
+	}
+	return h
+}
+
+// goValues maps every numeric #define of the header to its Go constant.
+var goValues = map[string]int64{
+	"KMES_ORIGIN_USER":                OriginUser,
+	"KMES_ORIGIN_KMES":                OriginKMES,
+	"KMES_ORIGIN_KACS":                OriginKACS,
+	"KMES_ORIGIN_LCS":                 OriginLCS,
+	"KMES_HDR_EVENT_SIZE_OFF":         HdrEventSizeOff,
+	"KMES_HDR_HEADER_SIZE_OFF":        HdrHeaderSizeOff,
+	"KMES_HDR_TIMESTAMP_OFF":          HdrTimestampOff,
+	"KMES_HDR_SEQUENCE_OFF":           HdrSequenceOff,
+	"KMES_HDR_CPU_ID_OFF":             HdrCPUIDOff,
+	"KMES_HDR_ORIGIN_CLASS_OFF":       HdrOriginClassOff,
+	"KMES_HDR_TYPE_LEN_OFF":           HdrTypeLenOff,
+	"KMES_HDR_TYPE_OFF":               HdrTypeOff,
+	"KMES_HDR_BASE_SIZE":              HdrBaseSize,
+	"KMES_CAPACITY_MIN":               CapacityMin,
+	"KMES_CAPACITY_MAX":               CapacityMax,
+	"KMES_META_PAGE_SIZE":             MetaPageSize,
+	"KMES_MAP_PRODUCER_OFF":           MapProducerOff,
+	"KMES_MAP_CONSUMER_OFF":           MapConsumerOff,
+	"KMES_MAP_DATA_OFF":               MapDataOff,
+	"KMES_META_MAGIC_OFF":             MetaMagicOff,
+	"KMES_META_VERSION_OFF":           MetaVersionOff,
+	"KMES_META_CPU_ID_OFF":            MetaCPUIDOff,
+	"KMES_META_CAPACITY_OFF":          MetaCapacityOff,
+	"KMES_META_DATA_OFFSET_OFF":       MetaDataOffOff,
+	"KMES_META_GENERATION_OFF":        MetaGenOff,
+	"KMES_META_WRITE_POS_OFF":         MetaWritePosOff,
+	"KMES_META_TAIL_POS_OFF":          MetaTailPosOff,
+	"KMES_META_FUTEX_COUNTER_OFF":     MetaFutexOff,
+	"KMES_RING_MAGIC_LEN":             RingMagicLen,
+	"KMES_RING_VERSION":               RingVersion,
+	"KMES_META_NEED_WAKE_OFF":         MetaNeedWakeOff,
+	"KMES_EMIT_BATCH_MAX":             EmitBatchMax,
+	"KMES_EMIT_ENTRY_SIZE":            EmitEntrySize,
+	"KMES_EMIT_ENTRY_TYPE_OFF":        EmitEntryTypeOff,
+	"KMES_EMIT_ENTRY_TYPE_LEN_OFF":    EmitEntryTypeLenOff,
+	"KMES_EMIT_ENTRY_PAYLOAD_OFF":     EmitEntryPayloadOff,
+	"KMES_EMIT_ENTRY_PAYLOAD_LEN_OFF": EmitEntryPayloadLenOff,
+	"KMES_NR_EMIT_X86_64":             SysEmit,
+	"KMES_NR_ATTACH_X86_64":           SysAttach,
+	"KMES_NR_EMIT_BATCH_X86_64":       SysEmitBatch,
+}
+
+var define = regexp.MustCompile(`(?m)^#define\s+(KMES_\w+)\s+(\S.*?)\s*(?:/\*.*)?$`)
+
+func TestABIMatchesUAPIHeader(t *testing.T) {
+	b, err := os.ReadFile(seriesHeader(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, m := range define.FindAllStringSubmatch(string(b), -1) {
+		name, val := m[1], m[2]
+		seen[name] = true
+		switch name {
+		case "KMES_RING_MAGIC":
+			if val != strconv.Quote(RingMagic) {
+				t.Errorf("%s is %s, Go has %q", name, val, RingMagic)
+			}
+			continue
+		}
+		n, err := strconv.ParseInt(val, 0, 64)
+		if err != nil {
+			t.Errorf("%s = %q: not a number; teach abi_test.go about it", name, val)
+			continue
+		}
+		g, ok := goValues[name]
+		if !ok {
+			t.Errorf("%s = %d has no Go constant: add one to abi.go and goValues", name, n)
+			continue
+		}
+		if g != n {
+			t.Errorf("%s is %d in the header, %d in Go", name, n, g)
+		}
+	}
+	for name := range goValues {
+		if !seen[name] {
+			t.Errorf("Go mirrors %s, which the header no longer defines", name)
+		}
+	}
+	if !strings.Contains(string(b), "mmap(NULL, KMES_MAP_DATA_OFF + 2 * capacity,") {
+		t.Error("the mapping length the header documents changed: update MapSize")
+	}
+}
+
+func TestEmitEntryLayout(t *testing.T) {
+	var e emitEntry
+	for _, c := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"size", unsafe.Sizeof(e), EmitEntrySize},
+		{"type", unsafe.Offsetof(e.Type), EmitEntryTypeOff},
+		{"type_len", unsafe.Offsetof(e.TypeLen), EmitEntryTypeLenOff},
+		{"payload", unsafe.Offsetof(e.Payload), EmitEntryPayloadOff},
+		{"payload_len", unsafe.Offsetof(e.PayloadLen), EmitEntryPayloadLenOff},
+	} {
+		if c.got != c.want {
+			t.Errorf("emitEntry %s: %d, want %d", c.name, c.got, c.want)
+		}
+	}
+}
+
+// TestUAPIHeaderCompilesInC checks that the header is usable from C11
+// userspace with the system's <linux/types.h>, static assertions included.
+func TestUAPIHeaderCompilesInC(t *testing.T) {
+	h := seriesHeader(t)
+	cc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Fatal("gcc is needed: run 'make deps'")
+	}
+	src := "#include <linux/kmes.h>\nint main(void) { struct kmes_emit_entry e = {0}; return (int)sizeof(e) - KMES_EMIT_ENTRY_SIZE; }\n"
+	for _, std := range []string{"-std=c11", "-std=gnu89"} {
+		cmd := exec.Command(cc, std, "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", filepath.Dir(filepath.Dir(h)), "-x", "c", "-")
+		cmd.Stdin = strings.NewReader(src)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("gcc %s: %v\n%s", std, err, out)
+		}
+	}
+}
