@@ -216,7 +216,9 @@ cmd_build() {
 	fi
 	tree_state=$treehash$dirty
 	# This script is an input too: it holds the make arguments.
-	build_key=$( (echo "$cfg_key $tree_state"; cat "$0") | hash)
+	# kernel.json records the series, so a new series with the same tree
+	# (a reworded commit message) still rewrites it.
+	build_key=$( (echo "$cfg_key $tree_state"; cat "$0" "$tree/.git/kmes-applied") | hash)
 	if [ -f "$out/bzImage" ] && [ "$(cat "$out/build-key" 2>/dev/null)" = "$build_key" ]; then
 		say "build/kernel-$flavor/bzImage is up to date"
 		return 0
