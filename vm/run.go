@@ -160,9 +160,9 @@ func (res *Results) Metrics() ([]guest.Metric, error) {
 // reportSuite turns one suite's test2json stream into subtests of t.
 func (res *Results) reportSuite(t *testing.T, suite string) {
 	t.Helper()
-	exitB, err := os.ReadFile(filepath.Join(res.ShareDir, suite+".exit"))
+	exit, err := res.SuiteExit(suite)
 	if err != nil {
-		t.Errorf("guest suite %s did not finish (the guest crashed, hung or lacks %s/%s.test): see the serial log", suite, guest.TestDir, suite)
+		t.Errorf("%v (or the initramfs lacks %s/%s.test)", err, guest.TestDir, suite)
 		return
 	}
 	out, err := os.ReadFile(filepath.Join(res.ShareDir, suite+".out"))
@@ -175,9 +175,8 @@ func (res *Results) reportSuite(t *testing.T, suite string) {
 		t.Errorf("guest suite %s: %v", suite, err)
 		return
 	}
-	exit := strings.TrimSpace(string(exitB))
 	if len(rep.Tests) == 0 {
-		t.Errorf("guest suite %s ran no test (exit status %s):\n%s", suite, exit, rep.Output)
+		t.Errorf("guest suite %s ran no test (exit status %d):\n%s", suite, exit, rep.Output)
 		return
 	}
 	failed := false
@@ -197,8 +196,8 @@ func (res *Results) reportSuite(t *testing.T, suite string) {
 			}
 		})
 	}
-	if exit != "0" && !failed {
-		t.Errorf("guest suite %s exited with status %s:\n%s", suite, exit, rep.Output)
+	if exit != 0 && !failed {
+		t.Errorf("guest suite %s exited with status %d:\n%s", suite, exit, rep.Output)
 	}
 }
 
