@@ -10,6 +10,7 @@ LOGS := $(BUILD)/logs
 
 include mk/deps.mk
 include mk/kernel.mk
+include mk/selftests.mk
 include mk/vm.mk
 include mk/test.mk
 
@@ -18,7 +19,8 @@ help:
 	@echo "make deps            install what is missing (apt-get, Go modules)"
 	@echo "make kernel          build/linux from the tarball + patches/, then bzImage (FLAVOR=debug|plain)"
 	@echo "make export-patches  write build/linux's commits back to patches/"
-	@echo "make initramfs       build the u-root initramfs (build/initramfs.cpio)"
+	@echo "make selftests       build the kmes kselftests against the kernel's headers (build/selftests/kmes)"
+	@echo "make initramfs       build the u-root initramfs with the guest tests and kselftests (build/initramfs.cpio)"
 	@echo "make run             boot TOPOLOGY (default $(TOPOLOGY)) with the plain kernel, console on stdio"
 	@echo "make vmtest          boot the topologies under the debug kernel and run the guest tests"
 	@echo "make test            host unit tests, then make vmtest (what CI runs)"
@@ -26,4 +28,4 @@ help:
 	@echo "make clean           remove build/ except build/linux's unpacked base"
 
 clean:
-	rm -rf $(BUILD)/obj-* $(BUILD)/kernel-* $(BUILD)/initramfs* $(BUILD)/logs $(BUILD)/stamps
+	rm -rf $(BUILD)/obj-* $(BUILD)/kernel-* $(BUILD)/initramfs* $(BUILD)/selftests $(BUILD)/logs $(BUILD)/stamps

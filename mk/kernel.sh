@@ -2,7 +2,8 @@
 # mk/kernel.sh: the kernel half of the build, called by mk/kernel.mk.
 #
 #   kernel.sh tree           lay out build/linux: base commit + git am of patches/series
-#   kernel.sh build FLAVOR   merge kernel-config/ fragments and build bzImage
+#   kernel.sh build FLAVOR   merge kernel-config/ fragments, build bzImage and
+#                            install the UAPI headers beside it (headers/)
 #                            (FLAVOR: plain, debug or nokmes; see fragments())
 #   kernel.sh export         write build/linux's commits back to patches/
 #   kernel.sh series-key     print the content key of patches/ (kernel.json "series")
@@ -219,7 +220,7 @@ cmd_build() {
 	# kernel.json records the series, so a new series with the same tree
 	# (a reworded commit message) still rewrites it.
 	build_key=$( (echo "$cfg_key $tree_state"; cat "$0" "$tree/.git/kmes-applied") | hash)
-	if [ -f "$out/bzImage" ] && [ "$(cat "$out/build-key" 2>/dev/null)" = "$build_key" ]; then
+	if [ -f "$out/bzImage" ] && [ -d "$out/headers/include" ] && [ "$(cat "$out/build-key" 2>/dev/null)" = "$build_key" ]; then
 		say "build/kernel-$flavor/bzImage is up to date"
 		return 0
 	fi
@@ -252,6 +253,13 @@ cmd_build() {
 		die "the $flavor kernel did not build (log: build/logs/kernel-$flavor.log)"
 	fi
 	cp "$obj/arch/x86/boot/bzImage" "$out/bzImage"
+	# The UAPI headers of this very tree: the kselftests build against them
+	# (mk/selftests.mk).
+	rm -rf "$out/headers"
+	if ! "${mk[@]}" headers_install INSTALL_HDR_PATH="$out/headers" >>"$logs/kernel-$flavor.log" 2>&1; then
+		tail -n 20 "$logs/kernel-$flavor.log" >&2
+		die "installing the $flavor UAPI headers failed (log: build/logs/kernel-$flavor.log)"
+	fi
 	local release version kunit=""
 	release=$(cat "$obj/include/config/kernel.release")
 	# The KUnit suites this kernel must report at boot: every suite the

@@ -22,18 +22,19 @@ func BenchmarkGuest(b *testing.B) {
 				Kernel: e.kernel, Initramfs: e.initramfs, Topology: topo, Machine: e.machine,
 				Suites: []string{"bench"}, LogDir: e.logDir,
 			}.Boot(b)
-			if exit, err := res.SuiteExit("bench"); err != nil || exit != 0 {
-				b.Fatalf("guest bench suite: exit %d, %v (see the serial log)", exit, err)
-			}
 			for _, p := range res.KernelProblems {
 				b.Errorf("kernel log: %s", p)
 			}
-			ms, err := res.Metrics()
-			if err != nil {
-				b.Fatal(err)
-			}
+			// What was measured is reported even when a test failed (a
+			// missed target).
+			ms, _ := res.Metrics()
 			for _, m := range ms {
 				b.ReportMetric(m.Value, m.Name+"-"+m.Unit)
+			}
+			if exit, err := res.SuiteExit("bench"); err != nil {
+				b.Fatal(err)
+			} else if exit != 0 {
+				b.Errorf("guest bench suite exited with status %d:\n%s", exit, res.FailedOutput("bench"))
 			}
 			if e.logDir != "" {
 				data, _ := os.ReadFile(filepath.Join(res.ShareDir, guest.MetricsFile))

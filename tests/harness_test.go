@@ -75,25 +75,30 @@ func topologies(t testing.TB, names ...string) []vm.Topology {
 	return ts
 }
 
-// runSuites boots each topology and runs the guest suites in it.
-func (e vmEnv) runSuites(t *testing.T, topos []vm.Topology, suites ...string) {
-	for _, topo := range topos {
+// selftestTopologies run the kmes kselftests (build/selftests/kmes) in the
+// same boot as the boot suite.
+var selftestTopologies = []string{"smp1", "smp4-numa2"}
+
+// TestBoot boots every topology preset and checks that the guest is what
+// the preset says and runs the kernel built from patches/; in
+// selftestTopologies it also runs the kmes kselftests
+// (TestBoot/<topology>/selftests/kmes/<program>/<test>).
+func TestBoot(t *testing.T) {
+	e := setup(t)
+	for _, topo := range topologies(t, vm.TopologyNames()...) {
 		t.Run(topo.Name, func(t *testing.T) {
-			vm.RunGuestTests(t, vm.GuestRun{
+			r := vm.GuestRun{
 				Kernel:    e.kernel,
 				Initramfs: e.initramfs,
 				Topology:  topo,
 				Machine:   e.machine,
-				Suites:    suites,
+				Suites:    []string{"boot"},
 				LogDir:    e.logDir,
-			})
+			}
+			if slices.Contains(selftestTopologies, topo.Name) {
+				r.Selftests = []string{"kmes"}
+			}
+			vm.RunGuestTests(t, r)
 		})
 	}
-}
-
-// TestBoot boots every topology preset and checks that the guest is what
-// the preset says and runs the kernel built from patches/.
-func TestBoot(t *testing.T) {
-	e := setup(t)
-	e.runSuites(t, topologies(t, vm.TopologyNames()...), "boot")
 }

@@ -46,6 +46,9 @@ type Initramfs struct {
 	// GuestTests are package patterns (relative to ModuleDir) whose test
 	// binaries go to /kmes/tests/<last path element>.test.
 	GuestTests []string
+	// Selftests are kselftest collections built by 'make selftests': each
+	// directory goes to guest.SelftestDir/<its base name>.
+	Selftests []string
 	// Commands are extra Go commands (package paths) for the busybox.
 	Commands []string
 	Log      *llog.Logger
@@ -76,10 +79,26 @@ func (in Initramfs) Build(ctx context.Context) (built bool, err error) {
 }
 
 // inputKey hashes everything the image is built from: the Go sources and
-// module files of the repository, the Go version and the description.
+// module files of the repository, the kselftests, the Go version and the
+// description.
 func (in Initramfs) inputKey() (string, error) {
 	h := sha256.New()
-	fmt.Fprintln(h, runtime.Version(), in.GuestTests, in.Commands, GuestCommands)
+	fmt.Fprintln(h, runtime.Version(), in.GuestTests, in.Selftests, in.Commands, GuestCommands)
+	for _, dir := range in.Selftests {
+		files, err := selftestFiles(dir)
+		if err != nil {
+			return "", err
+		}
+		for _, f := range files {
+			host, _, _ := strings.Cut(f, ":")
+			b, err := os.ReadFile(host)
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(h, "%s %d\n", f, len(b))
+			h.Write(b)
+		}
+	}
 	err := filepath.WalkDir(in.ModuleDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -144,6 +163,13 @@ func (in Initramfs) build(ctx context.Context) error {
 		uimage.WithShell("gosh"),
 		uimage.WithFiles(tests...),
 	}
+	for _, dir := range in.Selftests {
+		files, err := selftestFiles(dir)
+		if err != nil {
+			return err
+		}
+		mods = append(mods, uimage.WithFiles(files...))
+	}
 	if err := uimage.Create(in.Log, mods...); err != nil {
 		return fmt.Errorf("build initramfs %s: %w", in.Output, err)
 	}
@@ -197,4 +223,27 @@ func (in Initramfs) goCmd(ctx context.Context, args ...string) ([]byte, error) {
 		return nil, fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	return out, nil
+}
+
+// selftestFiles returns the "host:guest" file pairs of a kselftest
+// collection's directory, which must list its programs in
+// guest.SelftestList.
+func selftestFiles(dir string) ([]string, error) {
+	if _, err := os.Stat(filepath.Join(dir, guest.SelftestList)); err != nil {
+		return nil, fmt.Errorf("kselftests %s: %w (run 'make selftests')", dir, err)
+	}
+	dest := path.Join(guest.SelftestDir, filepath.Base(dir))
+	var files []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasPrefix(d.Name(), ".") {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		files = append(files, p+":"+strings.TrimPrefix(path.Join(dest, filepath.ToSlash(rel)), "/"))
+		return nil
+	})
+	return files, err
 }

@@ -2,80 +2,113 @@ package vm
 
 import (
 	"regexp"
+	"strconv"
 	"strings"
 )
 
-// KUnitSuite is one KUnit suite's result as printed in KTAP on the console.
-type KUnitSuite struct {
+// KTAPTest is one test of a KTAP (or TAP 13) document: its result line, the
+// subtests reported before it one indentation level (4 spaces) deeper, and
+// what was printed since the previous result of its level. The document
+// itself is the root: a test without a name or result whose subtests are the
+// top-level results.
+type KTAPTest struct {
+	Number int
 	Name   string
-	Result string // "ok", "not ok" or "skip"
-	Cases  []KUnitCase
-}
-
-// KUnitCase is one test case of a suite.
-type KUnitCase struct {
-	Name   string
-	Result string // "ok", "not ok" or "skip"
-	// Diagnostics are the "# ..." lines KUnit printed for the case, such
-	// as a failed expectation.
+	// Result is "ok", "not ok", the directive in lower case for a result
+	// with one ("skip", "xfail", "todo"), or "" for a test that started
+	// ("# Subtest: name") but never reported.
+	Result string
+	// Plan is the number of subtests announced ("1..N"), -1 without a plan.
+	Plan     int
+	Subtests []KTAPTest
+	// Diagnostics are the lines printed since the previous result of the
+	// same level, at this level or deeper, less the KTAP structure: a
+	// failed expectation and its explanation, a test's own output.
 	Diagnostics []string
 }
 
 var (
 	printkStamp = regexp.MustCompile(`^\[\s*\d+\.\d+\] ?`)
-	ktapResult  = regexp.MustCompile(`^(not ok|ok) \d+ (\S+)(\s+#\s*SKIP.*)?$`)
-	ktapPlan    = regexp.MustCompile(`^\d+\.\.\d+$`)
+	ktapResult  = regexp.MustCompile(`^(not ok|ok) (\d+)\b ?([^#]*?)\s*(#\s*(\S*).*)?$`)
+	ktapPlan    = regexp.MustCompile(`^\d+\.\.(\d+)\s*(#.*)?$`)
 )
 
-// ParseKTAP extracts the KUnit suites from console lines: suite results are
-// the top-level KTAP lines, case results the ones indented once under
-// "# Subtest: <suite>".
-func ParseKTAP(lines []string) []KUnitSuite {
-	var suites []KUnitSuite
-	var cur *KUnitSuite
-	var diags []string
-	for _, raw := range lines {
+// ktapLine is an input line without printk stamp and indentation.
+type ktapLine struct {
+	indent int
+	text   string
+}
+
+// ParseKTAP parses KTAP lines, such as the kernel console with the KUnit
+// results or a kselftest program's output, and returns the document's root.
+// Lines that are not KTAP (kernel messages, a test's output) become
+// diagnostics.
+func ParseKTAP(lines []string) KTAPTest {
+	ls := make([]ktapLine, len(lines))
+	for i, raw := range lines {
 		l := printkStamp.ReplaceAllString(strings.TrimRight(raw, "\r"), "")
-		trimmed := strings.TrimLeft(l, " ")
-		indent := len(l) - len(trimmed)
-		if name, ok := strings.CutPrefix(trimmed, "# Subtest: "); ok && indent == 4 {
-			suites = append(suites, KUnitSuite{Name: strings.TrimSpace(name)})
-			cur = &suites[len(suites)-1]
-			diags = nil
+		text := strings.TrimLeft(l, " ")
+		ls[i] = ktapLine{indent: len(l) - len(text), text: text}
+	}
+	root := KTAPTest{}
+	root.Subtests, root.Plan = parseKTAPLevel(ls, 0)
+	return root
+}
+
+// parseKTAPLevel returns the results at indentation indent and its plan.
+func parseKTAPLevel(ls []ktapLine, indent int) ([]KTAPTest, int) {
+	var tests []KTAPTest
+	plan := -1
+	start := 0
+	for i, l := range ls {
+		if l.indent != indent {
 			continue
 		}
-		m := ktapResult.FindStringSubmatch(trimmed)
-		switch {
-		case m == nil:
-			if cur != nil && indent == 4 && isKTAPDiagnostic(trimmed) {
-				diags = append(diags, trimmed)
-			}
-		case indent == 0:
-			// A suite's own result line closes it.
-			for i := range suites {
-				if suites[i].Name == m[2] && suites[i].Result == "" {
-					suites[i].Result = ktapOutcome(m)
-				}
-			}
-			cur = nil
-		case indent == 4 && cur != nil:
-			cur.Cases = append(cur.Cases, KUnitCase{Name: m[2], Result: ktapOutcome(m), Diagnostics: diags})
-			diags = nil
+		if m := ktapPlan.FindStringSubmatch(l.text); m != nil && plan < 0 {
+			plan, _ = strconv.Atoi(m[1])
+			continue
+		}
+		m := ktapResult.FindStringSubmatch(l.text)
+		if m == nil {
+			continue
+		}
+		t := newKTAPTest(ls[start:i], indent)
+		t.Number, _ = strconv.Atoi(m[2])
+		t.Name = m[3]
+		t.Result = m[1]
+		if d := strings.ToUpper(m[5]); d == "SKIP" || d == "XFAIL" || d == "TODO" {
+			t.Result = strings.ToLower(d)
+		}
+		tests = append(tests, t)
+		start = i + 1
+	}
+	// A test that started but never reported (a crash) still counts.
+	for _, l := range ls[start:] {
+		if name, ok := strings.CutPrefix(l.text, "# Subtest: "); ok && l.indent == indent+4 {
+			t := newKTAPTest(ls[start:], indent)
+			t.Name = strings.TrimSpace(name)
+			tests = append(tests, t)
+			break
 		}
 	}
-	return suites
+	return tests, plan
 }
 
-// isKTAPDiagnostic tells a case's diagnostic output (a failed expectation
-// and its explanation) from KTAP structure.
-func isKTAPDiagnostic(l string) bool {
-	return !ktapPlan.MatchString(l) && !strings.HasPrefix(l, "KTAP version") &&
-		!strings.HasPrefix(l, "# module:") && !strings.HasPrefix(l, "# Subtest:")
-}
-
-func ktapOutcome(m []string) string {
-	if m[3] != "" {
-		return "skip"
+// newKTAPTest makes the test whose lines before its result are ls.
+func newKTAPTest(ls []ktapLine, indent int) KTAPTest {
+	t := KTAPTest{}
+	t.Subtests, t.Plan = parseKTAPLevel(ls, indent+4)
+	for _, l := range ls {
+		if l.indent >= indent && !isKTAPStructure(l.text) {
+			t.Diagnostics = append(t.Diagnostics, strings.Repeat(" ", l.indent-indent)+l.text)
+		}
 	}
-	return m[1]
+	return t
+}
+
+// isKTAPStructure tells KTAP's own lines from diagnostics and output.
+func isKTAPStructure(l string) bool {
+	return ktapPlan.MatchString(l) || ktapResult.MatchString(l) ||
+		strings.HasPrefix(l, "KTAP version") || strings.HasPrefix(l, "TAP version") ||
+		strings.HasPrefix(l, "# module:") || strings.HasPrefix(l, "# Subtest:")
 }

@@ -31,16 +31,24 @@ func TestParseKTAP(t *testing.T) {
 		"[    1.000020]     # Subtest: other_suite",
 		"[    1.000021]     ok 1 other_case",
 		"[    1.000022] ok 3 other_suite",
+		"[    1.000023]     # Subtest: kmes_crash",
+		"[    1.000024]     ok 1 kmes_crash_first",
+		"[    1.000025] BUG: unable to handle page fault",
 	}
-	want := []KUnitSuite{
-		{Name: "kmes_ring", Result: "not ok", Cases: []KUnitCase{
-			{Name: "kmes_ring_first_sequence", Result: "ok"},
-			{Name: "kmes_ring_wrap", Result: "not ok", Diagnostics: []string{"# kmes_ring_wrap: EXPECTATION FAILED at kernel/kmes/tests/ring_kunit.c:42", "Expected tail == 64, but"}},
-			{Name: "kmes_ring_param", Result: "ok"},
+	want := KTAPTest{Plan: 3, Subtests: []KTAPTest{
+		{Number: 1, Name: "kmes_ring", Result: "not ok", Plan: 3, Subtests: []KTAPTest{
+			{Number: 1, Name: "kmes_ring_first_sequence", Result: "ok", Plan: -1},
+			{Number: 2, Name: "kmes_ring_wrap", Result: "not ok", Plan: -1, Diagnostics: []string{"# kmes_ring_wrap: EXPECTATION FAILED at kernel/kmes/tests/ring_kunit.c:42", "Expected tail == 64, but"}},
+			{Number: 3, Name: "kmes_ring_param", Result: "ok", Plan: -1, Subtests: []KTAPTest{{Number: 1, Name: "small", Result: "ok", Plan: -1}}},
+		}, Diagnostics: []string{
+			"    # kmes_ring_wrap: EXPECTATION FAILED at kernel/kmes/tests/ring_kunit.c:42",
+			"    Expected tail == 64, but",
+			"# kmes_ring: pass:2 fail:1 skip:0 total:3",
 		}},
-		{Name: "kmes_percpu", Result: "skip", Cases: []KUnitCase{{Name: "kmes_percpu_two_cpus", Result: "skip"}}},
-		{Name: "other_suite", Result: "ok", Cases: []KUnitCase{{Name: "other_case", Result: "ok"}}},
-	}
+		{Number: 2, Name: "kmes_percpu", Result: "skip", Plan: -1, Subtests: []KTAPTest{{Number: 1, Name: "kmes_percpu_two_cpus", Result: "skip", Plan: -1}}, Diagnostics: []string{"kmes-guest: something from userspace"}},
+		{Number: 3, Name: "other_suite", Result: "ok", Plan: -1, Subtests: []KTAPTest{{Number: 1, Name: "other_case", Result: "ok", Plan: -1}}},
+		{Name: "kmes_crash", Plan: -1, Subtests: []KTAPTest{{Number: 1, Name: "kmes_crash_first", Result: "ok", Plan: -1}}, Diagnostics: []string{"BUG: unable to handle page fault"}},
+	}}
 	if got := ParseKTAP(lines); !reflect.DeepEqual(got, want) {
 		t.Errorf("ParseKTAP:\n got %+v\nwant %+v", got, want)
 	}

@@ -26,6 +26,8 @@ type GuestRun struct {
 	Topology  Topology
 	Machine   Machine
 	Suites    []string // test binaries in the initramfs, e.g. "boot"
+	// Selftests are kselftest collections in the initramfs, e.g. "kmes".
+	Selftests []string
 	Args      []string // extra arguments for every test binary
 	Timeout   time.Duration
 	// LogDir receives <test name>.serial.log; empty means the test's temp
@@ -33,36 +35,40 @@ type GuestRun struct {
 	LogDir string
 }
 
-// RunGuestTests boots r and reports every guest test, and every KUnit suite
-// the kernel has built in, as a subtest of t. A guest test that fails or
-// skips, a suite that runs no test or dies, a KUnit suite that fails, skips
-// or is missing, and a warning in the kernel log all fail t.
+// RunGuestTests boots r and reports every guest test, every kselftest and
+// every KUnit suite the kernel has built in, as a subtest of t. A guest test
+// or kselftest that fails or skips, a suite or kselftest program that runs
+// no test or dies, a KUnit suite that fails, skips or is missing, and a
+// warning in the kernel log all fail t.
 func RunGuestTests(t *testing.T, r GuestRun) *Results {
 	t.Helper()
 	res := r.Boot(t)
 	for _, p := range res.KernelProblems {
 		t.Errorf("kernel log: %s", p)
 	}
-	reportKUnit(t, r.Kernel.KUnitSuites, ParseKTAP(res.Serial))
+	reportKUnit(t, r.Kernel.KUnitSuites, ParseKTAP(res.Serial).Subtests)
 	for _, s := range r.Suites {
 		res.reportSuite(t, s)
+	}
+	for _, c := range r.Selftests {
+		res.reportSelftests(t, c)
 	}
 	return res
 }
 
 // reportKUnit fails t for every expected suite that is missing, failed or
 // skipped, naming the failed cases and their diagnostics.
-func reportKUnit(t *testing.T, want []string, got []KUnitSuite) {
+func reportKUnit(t *testing.T, want []string, got []KTAPTest) {
 	t.Helper()
 	for _, name := range want {
 		t.Run("kunit/"+name, func(t *testing.T) {
-			i := slices.IndexFunc(got, func(s KUnitSuite) bool { return s.Name == name })
+			i := slices.IndexFunc(got, func(s KTAPTest) bool { return s.Name == name })
 			if i < 0 {
 				t.Fatalf("KUnit suite %s is built in but did not report at boot", name)
 			}
 			s := got[i]
 			passed := 0
-			for _, c := range s.Cases {
+			for _, c := range s.Subtests {
 				switch c.Result {
 				case "ok":
 					passed++
@@ -72,7 +78,7 @@ func reportKUnit(t *testing.T, want []string, got []KUnitSuite) {
 					t.Logf("%s skipped", c.Name)
 				}
 			}
-			t.Logf("%d of %d cases passed", passed, len(s.Cases))
+			t.Logf("%d of %d cases passed", passed, len(s.Subtests))
 			switch s.Result {
 			case "ok":
 			case "skip":
@@ -98,10 +104,11 @@ type Results struct {
 func (r GuestRun) Boot(t testing.TB) *Results {
 	share := t.TempDir()
 	run := guest.Run{
-		Suites:   r.Suites,
-		Args:     r.Args,
-		Topology: r.Topology.Expect(),
-		Kernel:   guest.Kernel{Release: r.Kernel.Release, Version: r.Kernel.Version},
+		Suites:    r.Suites,
+		Selftests: r.Selftests,
+		Args:      r.Args,
+		Topology:  r.Topology.Expect(),
+		Kernel:    guest.Kernel{Release: r.Kernel.Release, Version: r.Kernel.Version},
 	}
 	if err := run.Write(share); err != nil {
 		t.Fatal(err)
@@ -157,6 +164,29 @@ func (res *Results) Metrics() ([]guest.Metric, error) {
 	return guest.ReadMetrics(filepath.Join(res.ShareDir, guest.MetricsFile))
 }
 
+// FailedOutput returns the output of a guest suite's failed tests, or its
+// whole output when none failed (it died).
+func (res *Results) FailedOutput(suite string) string {
+	out, err := os.ReadFile(filepath.Join(res.ShareDir, suite+".out"))
+	if err != nil {
+		return err.Error()
+	}
+	rep, err := ParseTestOutput(suite, out)
+	if err != nil {
+		return string(out)
+	}
+	var b strings.Builder
+	for _, tc := range rep.Tests {
+		if tc.Action != "pass" {
+			b.WriteString(tc.Output)
+		}
+	}
+	if b.Len() == 0 {
+		return string(out)
+	}
+	return b.String()
+}
+
 // reportSuite turns one suite's test2json stream into subtests of t.
 func (res *Results) reportSuite(t *testing.T, suite string) {
 	t.Helper()
@@ -199,6 +229,109 @@ func (res *Results) reportSuite(t *testing.T, suite string) {
 	if exit != 0 && !failed {
 		t.Errorf("guest suite %s exited with status %d:\n%s", suite, exit, rep.Output)
 	}
+}
+
+// reportSelftests reports every test of every program of a kselftest
+// collection as a subtest of t: selftests/<collection>/<program>/<test>.
+func (res *Results) reportSelftests(t *testing.T, collection string) {
+	t.Helper()
+	list, err := os.ReadFile(filepath.Join(res.ShareDir, guest.SelftestListPath(collection)))
+	if err != nil {
+		t.Errorf("kselftest collection %s did not run: the initramfs lacks it or the guest died first (see the serial log)", collection)
+		return
+	}
+	progs := strings.Fields(string(list))
+	if len(progs) == 0 {
+		t.Errorf("kselftest collection %s lists no program", collection)
+	}
+	for _, prog := range progs {
+		t.Run("selftests/"+collection+"/"+prog, func(t *testing.T) {
+			name := guest.SelftestPath(collection, prog)
+			out, _ := os.ReadFile(filepath.Join(res.ShareDir, name+".out"))
+			exit, err := res.SuiteExit(name)
+			if err != nil {
+				t.Errorf("%s did not finish (the guest crashed or hung):\n%s", prog, out)
+				return
+			}
+			rep := JudgeSelftest(out, exit)
+			for _, tc := range rep.Tests {
+				t.Run(tc.Name, func(t *testing.T) {
+					if tc.Problem != "" {
+						t.Error(tc.Problem)
+					}
+				})
+			}
+			for _, p := range rep.Problems {
+				t.Errorf("%s %s; its output:\n%s", prog, p, out)
+			}
+		})
+	}
+}
+
+// SelftestReport is the verdict on one kselftest program's run.
+type SelftestReport struct {
+	Tests []SelftestCase
+	// Problems are what went wrong with the program as a whole.
+	Problems []string
+}
+
+// SelftestCase is one test of a kselftest program.
+type SelftestCase struct {
+	Name    string
+	Problem string // why it failed, with its output; "" if it passed
+}
+
+// JudgeSelftest reads a kselftest program's output as KTAP. A test passes
+// when it reports "ok" without a directive: "not ok", SKIP (in the project's
+// VM a missing feature is a failure), XFAIL and TODO fail it. The program
+// fails when its output has no plan, no result, fewer or more results than
+// planned (it crashed or was killed), or when it exited non-zero without a failed test
+// to show for it.
+func JudgeSelftest(out []byte, exit int) SelftestReport {
+	doc := ParseKTAP(strings.Split(strings.TrimRight(string(out), "\n"), "\n"))
+	var rep SelftestReport
+	failed := false
+	for _, tc := range doc.Subtests {
+		c := SelftestCase{Name: tc.Name}
+		if c.Name == "" {
+			c.Name = strconv.Itoa(tc.Number)
+		}
+		output := strings.Join(tc.Diagnostics, "\n")
+		switch tc.Result {
+		case "ok":
+		case "not ok":
+			c.Problem = "failed:\n" + output
+		case "skip":
+			c.Problem = "skipped (in the project's VM a missing feature is a failure):\n" + output
+		default:
+			c.Problem = fmt.Sprintf("reported %s, not ok:\n%s", strings.ToUpper(tc.Result), output)
+		}
+		failed = failed || c.Problem != ""
+		rep.Tests = append(rep.Tests, c)
+	}
+	switch {
+	case doc.Plan < 0:
+		rep.Problems = append(rep.Problems, "printed no KTAP plan (1..N)")
+	case len(doc.Subtests) == 0:
+		rep.Problems = append(rep.Problems, "ran no test")
+	case doc.Plan != len(doc.Subtests):
+		rep.Problems = append(rep.Problems, fmt.Sprintf("planned %d tests but reported %d", doc.Plan, len(doc.Subtests)))
+	}
+	if exit != 0 && !failed {
+		rep.Problems = append(rep.Problems, "exited with status "+exitMeaning(exit))
+	}
+	return rep
+}
+
+// exitMeaning explains a kselftest program's exit status.
+func exitMeaning(exit int) string {
+	switch {
+	case exit == 4:
+		return "4 (KSFT_SKIP: the program skipped)"
+	case exit > 128:
+		return fmt.Sprintf("%d (killed by signal %d)", exit, exit-128)
+	}
+	return strconv.Itoa(exit)
 }
 
 // kernelLine matches a printk line with CONFIG_PRINTK_TIME's stamp, so that

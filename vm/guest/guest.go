@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const (
@@ -27,7 +29,28 @@ const (
 	ConfigEnv = "KMES_GUEST_RUN"
 	// MetricsFile in the share collects what Record reports.
 	MetricsFile = "metrics.txt"
+	// SelftestDir holds the kselftest collections inside the initramfs,
+	// one directory each, with the programs to run listed in
+	// SelftestList.
+	SelftestDir  = "/kmes/selftests"
+	SelftestList = "kselftest-list.txt"
+	// SelftestTimeout is how long one kselftest program may run before the
+	// guest kills it.
+	SelftestTimeout = 120 * time.Second
 )
+
+// SelftestListPath is where in the share the guest copies the list of a
+// kselftest collection's programs before it runs them.
+func SelftestListPath(collection string) string {
+	return path.Join("selftests", collection+".list")
+}
+
+// SelftestPath is where in the share a kselftest program's results go:
+// like a suite's, its output in <path>.out and its exit status in
+// <path>.exit.
+func SelftestPath(collection, program string) string {
+	return path.Join("selftests", collection, program)
+}
 
 // Metric is one measured number, such as instructions per event.
 type Metric struct {
@@ -90,10 +113,13 @@ type Kernel struct {
 // Run is the run description: which guest test binaries to run and what
 // they should find.
 type Run struct {
-	Suites   []string `json:"suites"`
-	Args     []string `json:"args,omitempty"` // extra arguments for every test binary
-	Topology Topology `json:"topology"`
-	Kernel   Kernel   `json:"kernel"`
+	Suites []string `json:"suites"`
+	// Selftests are kselftest collections (directories of SelftestDir)
+	// whose programs to run.
+	Selftests []string `json:"selftests,omitempty"`
+	Args      []string `json:"args,omitempty"` // extra arguments for every test binary
+	Topology  Topology `json:"topology"`
+	Kernel    Kernel   `json:"kernel"`
 }
 
 // Write stores r as dir/run.json.

@@ -6,7 +6,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -16,6 +15,9 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -44,8 +46,42 @@ func run(out io.Writer) error {
 		return err
 	}
 	for _, suite := range r.Suites {
-		if err := runSuite(out, suite, r.Args); err != nil {
+		bin := filepath.Join(guest.TestDir, suite+".test")
+		cmd := exec.Command(bin, append([]string{"-test.v=test2json", "-test.timeout=20m"}, r.Args...)...)
+		cmd.Env = append(os.Environ(), guest.ConfigEnv+"="+filepath.Join(guest.ShareDir, guest.RunFile))
+		if err := runProgram(out, suite, cmd, 0); err != nil {
 			return fmt.Errorf("suite %s: %w", suite, err)
+		}
+	}
+	for _, c := range r.Selftests {
+		if err := runSelftests(out, c); err != nil {
+			return fmt.Errorf("kselftests %s: %w", c, err)
+		}
+	}
+	return nil
+}
+
+// runSelftests runs every program of a kselftest collection, each in its own
+// process group, killed after guest.SelftestTimeout. It first copies the
+// collection's list to the share, so that the host knows what should have
+// run.
+func runSelftests(console io.Writer, collection string) error {
+	dir := filepath.Join(guest.SelftestDir, collection)
+	list, err := os.ReadFile(filepath.Join(dir, guest.SelftestList))
+	if err != nil {
+		return fmt.Errorf("the initramfs has no kselftest collection %s: %w", collection, err)
+	}
+	if err := os.MkdirAll(filepath.Join(guest.ShareDir, guest.SelftestPath(collection, "")), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(guest.ShareDir, guest.SelftestListPath(collection)), list, 0o644); err != nil {
+		return err
+	}
+	for _, prog := range strings.Fields(string(list)) {
+		cmd := exec.Command(filepath.Join(dir, prog))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := runProgram(console, guest.SelftestPath(collection, prog), cmd, guest.SelftestTimeout); err != nil {
+			return fmt.Errorf("%s: %w", prog, err)
 		}
 	}
 	return nil
@@ -65,37 +101,55 @@ func mountShare() error {
 	return nil
 }
 
-// runSuite runs one test binary; its output goes to the console and to
-// <suite>.out in the share, its exit status to <suite>.exit.
-func runSuite(console io.Writer, suite string, extra []string) error {
-	f, err := os.Create(filepath.Join(guest.ShareDir, suite+".out"))
+// runProgram runs cmd; its output goes to the console and to <name>.out in
+// the share, its exit status (128+N for signal N) to <name>.exit. A
+// timeout other than 0 kills cmd's process group when it runs out.
+func runProgram(console io.Writer, name string, cmd *exec.Cmd, timeout time.Duration) error {
+	f, err := os.Create(filepath.Join(guest.ShareDir, name+".out"))
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	status := -1
 	defer func() {
-		_ = os.WriteFile(filepath.Join(guest.ShareDir, suite+".exit"), []byte(strconv.Itoa(status)+"\n"), 0o644)
+		_ = os.WriteFile(filepath.Join(guest.ShareDir, name+".exit"), []byte(strconv.Itoa(status)+"\n"), 0o644)
 	}()
 
-	bin := filepath.Join(guest.TestDir, suite+".test")
-	args := append([]string{"-test.v=test2json", "-test.timeout=20m"}, extra...)
-	cmd := exec.Command(bin, args...)
 	cmd.Dir = os.TempDir()
-	cmd.Env = append(os.Environ(), guest.ConfigEnv+"="+filepath.Join(guest.ShareDir, guest.RunFile))
 	w := io.MultiWriter(console, f)
 	cmd.Stdout, cmd.Stderr = w, w
-	fmt.Fprintf(console, "kmes-guest: running %s\n", bin)
-	err = cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		status = 0
-	case errors.As(err, &ee):
-		status = ee.ExitCode()
-	default:
-		fmt.Fprintf(w, "kmes-guest: start %s: %v\n", bin, err)
+	// Children that outlive the program must not keep Wait waiting for
+	// the end of their output.
+	cmd.WaitDelay = 5 * time.Second
+	fmt.Fprintf(console, "kmes-guest: running %s\n", cmd.Path)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(w, "kmes-guest: start %s: %v\n", cmd.Path, err)
 		return nil
+	}
+	var timedOut atomic.Bool
+	if timeout > 0 {
+		timer := time.AfterFunc(timeout, func() {
+			timedOut.Store(true)
+			// The process group, when cmd has its own, else cmd alone.
+			if unix.Kill(-cmd.Process.Pid, unix.SIGKILL) != nil {
+				_ = cmd.Process.Kill()
+			}
+		})
+		defer timer.Stop()
+	}
+	err = cmd.Wait()
+	if timedOut.Load() {
+		fmt.Fprintf(w, "kmes-guest: %s timed out after %v: killed\n", cmd.Path, timeout)
+	}
+	if ps := cmd.ProcessState; ps != nil {
+		ws := ps.Sys().(syscall.WaitStatus)
+		status = ws.ExitStatus()
+		if ws.Signaled() {
+			status = 128 + int(ws.Signal())
+		}
+	}
+	if err != nil && status == -1 {
+		fmt.Fprintf(w, "kmes-guest: %s: %v\n", cmd.Path, err)
 	}
 	return f.Sync()
 }

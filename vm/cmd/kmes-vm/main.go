@@ -1,7 +1,9 @@
 // Command kmes-vm builds the KMES guest initramfs and boots the patched
 // kernel under QEMU.
 //
-//	kmes-vm initramfs [-o FILE] [PATTERN...]   build the initramfs with the guest tests in PATTERN
+//	kmes-vm initramfs [-o FILE] [-selftests DIR]... [PATTERN...]
+//	                                            build the initramfs with the guest tests in PATTERN
+//	                                            and the kselftest collections in DIR
 //	kmes-vm run [-topology NAME] [-icount] -kernel BZIMAGE -initramfs FILE
 //	kmes-vm topologies                          list the topology presets
 //
@@ -21,7 +23,7 @@ import (
 	"github.com/kmes-project/kmes/vm"
 )
 
-const usage = `usage: kmes-vm initramfs [-o FILE] [PATTERN...]
+const usage = `usage: kmes-vm initramfs [-o FILE] [-selftests DIR]... [PATTERN...]
        kmes-vm run [-topology NAME] [-icount] -kernel BZIMAGE -initramfs FILE
        kmes-vm topologies`
 
@@ -53,6 +55,11 @@ func run(out io.Writer, args []string) error {
 func initramfs(out io.Writer, args []string) error {
 	fs := flag.NewFlagSet("initramfs", flag.ContinueOnError)
 	output := fs.String("o", "build/initramfs.cpio", "the cpio `file` to write")
+	var selftests []string
+	fs.Func("selftests", "a kselftest collection `dir` built by 'make selftests' (repeatable)", func(dir string) error {
+		selftests = append(selftests, dir)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -60,7 +67,7 @@ func initramfs(out io.Writer, args []string) error {
 	if err != nil {
 		return err
 	}
-	in := vm.Initramfs{Output: *output, ModuleDir: wd, GuestTests: fs.Args()}
+	in := vm.Initramfs{Output: *output, ModuleDir: wd, GuestTests: fs.Args(), Selftests: selftests}
 	built, err := in.Build(context.Background())
 	if err != nil {
 		return err
