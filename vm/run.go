@@ -261,8 +261,8 @@ func (res *Results) reportSelftests(t *testing.T, collection string) {
 					}
 				})
 			}
-			for _, p := range rep.Problems {
-				t.Errorf("%s %s; its output:\n%s", prog, p, out)
+			if len(rep.Problems) > 0 {
+				t.Errorf("%s %s; its output:\n%s", prog, strings.Join(rep.Problems, "; "), out)
 			}
 		})
 	}
