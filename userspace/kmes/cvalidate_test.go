@@ -1,0 +1,472 @@
+package kmes
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// The kernel's validator, kernel/kmes/validate.{c,h}, also builds as
+// userspace C. TestCValidatorAgrees compiles it under ASan and UBSan on the
+// host and requires it to give the same verdict as ValidatePayload and
+// ValidateType on the table cases, their prefixes and a few hundred
+// thousand deterministic pseudo-random inputs.
+
+const validatorFiles = "kernel/kmes/validate.*"
+
+// validatorSrcEnv, if set, names a kernel tree (build/linux) to take
+// kernel/kmes/validate.{c,h} from instead of patches/: for developing the
+// validator before it is exported into the series.
+const validatorSrcEnv = "KMES_VALIDATOR_SRC"
+
+// validatorSources returns a directory holding validate.c and validate.h:
+// from the tree in $KMES_VALIDATOR_SRC, or else as the patch series adds
+// them (git apply of every patch in patches/series, in order, limited to
+// those files).
+func validatorSources(t *testing.T) string {
+	t.Helper()
+	if tree := os.Getenv(validatorSrcEnv); tree != "" {
+		dir := filepath.Join(tree, "kernel", "kmes")
+		for _, f := range []string{"validate.c", "validate.h"} {
+			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+				t.Fatalf("%s=%s: %v", validatorSrcEnv, tree, err)
+			}
+		}
+		return dir
+	}
+	top := filepath.Join("..", "..")
+	series, err := os.ReadFile(filepath.Join(top, "patches", "series"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var patches []string
+	for _, name := range strings.Fields(string(series)) {
+		p, err := filepath.Abs(filepath.Join(top, "patches", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		patches = append(patches, p)
+	}
+	tmp := t.TempDir()
+	if len(patches) > 0 {
+		cmd := exec.Command("git", append([]string{"apply", "--include=" + validatorFiles}, patches...)...)
+		cmd.Dir = tmp
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git apply %s from patches/: %v\n%s", validatorFiles, err, out)
+		}
+	}
+	dir := filepath.Join(tmp, "kernel", "kmes")
+	for _, f := range []string{"validate.c", "validate.h"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatalf("patches/ does not add kernel/kmes/%s (set %s to a kernel tree to test one not exported yet): %v",
+				f, validatorSrcEnv, err)
+		}
+	}
+	return dir
+}
+
+// The driver reads records from stdin (u8 kind: 0 msgpack, 1 UTF-8; u32
+// max_depth; u32 len; len bytes; integers little-endian) and writes one
+// byte per record, 1 if valid. Each input is copied into a heap block of
+// exactly its length, so that ASan sees any read past it; an empty one is
+// passed as NULL.
+const cDriver = `#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "validate.h"
+
+static unsigned char *in;
+static size_t in_len, in_off;
+
+static int take(void *dst, size_t n)
+{
+	if (in_len - in_off < n)
+		return 0;
+	memcpy(dst, in + in_off, n);
+	in_off += n;
+	return 1;
+}
+
+static u32 le32(const unsigned char *b)
+{
+	return b[0] | b[1] << 8 | b[2] << 16 | (u32)b[3] << 24;
+}
+
+int main(void)
+{
+	static struct kmes_msgpack_stack stack;
+	size_t cap = 1 << 20;
+	unsigned char hdr[9];
+	size_t n;
+
+	in = malloc(cap);
+	while (in && (n = fread(in + in_len, 1, cap - in_len, stdin)) > 0) {
+		in_len += n;
+		if (in_len == cap)
+			in = realloc(in, cap *= 2);
+	}
+	if (!in)
+		return 2;
+	while (take(hdr, sizeof(hdr))) {
+		u32 depth = le32(hdr + 1), len = le32(hdr + 5);
+		unsigned char *buf = NULL;
+		int ok;
+
+		if (len) {
+			buf = malloc(len);
+			if (!buf || !take(buf, len))
+				return 3;
+		}
+		memset(&stack, 0xa5, sizeof(stack));
+		if (hdr[0] == 0)
+			ok = kmes_msgpack_valid(buf, len, depth, &stack);
+		else
+			ok = kmes_utf8_valid(buf, len);
+		free(buf);
+		putchar(ok ? 1 : 0);
+	}
+	if (in_off != in_len)
+		return 4;
+	return fflush(stdout) ? 5 : 0;
+}
+`
+
+// cInput is one record for the driver.
+type cInput struct {
+	utf8     bool
+	maxDepth uint32
+	b        []byte
+}
+
+// goVerdict is what the Go validators say about in.
+func (in cInput) goVerdict() bool {
+	if in.utf8 {
+		// The C function takes an empty string as UTF-8; the empty
+		// type is refused by the system call before it is called.
+		return len(in.b) == 0 || ValidateType(string(in.b)) == nil
+	}
+	return ValidatePayload(in.b, int(in.maxDepth)) == nil
+}
+
+func (in cInput) String() string {
+	b, more := in.b, ""
+	if len(b) > 64 {
+		b, more = b[:64], " ..."
+	}
+	if in.utf8 {
+		return fmt.Sprintf("utf8, %d bytes: % x%s", len(in.b), b, more)
+	}
+	return fmt.Sprintf("msgpack, max_depth %d, %d bytes: % x%s", in.maxDepth, len(in.b), b, more)
+}
+
+func buildCDriver(t *testing.T) string {
+	t.Helper()
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Fatalf("gcc is needed to test the kernel's validator on the host (apt-get install gcc): %v", err)
+	}
+	src := validatorSources(t)
+	dir := t.TempDir()
+	for _, f := range []string{"validate.c", "validate.h"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "driver.c"), []byte(cDriver), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "driver")
+	cmd := exec.Command(gcc, "-std=gnu11", "-O1", "-g", "-fsanitize=address,undefined",
+		"-fno-sanitize-recover=all", "-Wall", "-Wextra", "-Werror",
+		"-o", bin, "driver.c", "validate.c")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("compiling the C validator: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runC returns the C validator's verdicts on ins.
+func runC(t *testing.T, bin string, ins []cInput) []bool {
+	t.Helper()
+	var stdin bytes.Buffer
+	for _, in := range ins {
+		kind := byte(0)
+		if in.utf8 {
+			kind = 1
+		}
+		stdin.WriteByte(kind)
+		stdin.Write(binary.LittleEndian.AppendUint32(nil, in.maxDepth))
+		stdin.Write(binary.LittleEndian.AppendUint32(nil, uint32(len(in.b))))
+		stdin.Write(in.b)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(bin)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = &stdin, &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("C validator: %v\n%s", err, stderr.Bytes())
+	}
+	if stdout.Len() != len(ins) {
+		t.Fatalf("C validator: %d verdicts for %d inputs\n%s", stdout.Len(), len(ins), stderr.Bytes())
+	}
+	v := make([]bool, len(ins))
+	for i, b := range stdout.Bytes() {
+		v[i] = b == 1
+	}
+	return v
+}
+
+// depthLimitsC are the limits random msgpack inputs are checked against.
+var depthLimitsC = []uint32{0, 1, 2, 3, 4, 5, 32, 255, 256, 257, 1000, math.MaxUint32}
+
+// tableInputs: every table case, every prefix of a valid one, each valid
+// one with a byte after it, and every UTF-8 case.
+func tableInputs() (ins []cInput) {
+	for _, c := range payloadCases() {
+		d := uint32(max(0, min(c.maxDepth, math.MaxUint32)))
+		ins = append(ins, cInput{false, d, c.in})
+		if !c.valid {
+			continue
+		}
+		if len(c.in) <= 300 {
+			for k := range len(c.in) {
+				ins = append(ins, cInput{false, d, c.in[:k]})
+			}
+		}
+		ins = append(ins, cInput{false, d, append(bytes.Clone(c.in), 0xc0)})
+	}
+	for _, c := range allUTF8Cases() {
+		b := hx(c.hex)
+		ins = append(ins, cInput{true, 0, b})
+		for k := range len(b) {
+			ins = append(ins, cInput{true, 0, b[:k]})
+		}
+	}
+	return ins
+}
+
+// genValue appends a random valid msgpack value of at most depth levels.
+func genValue(r *rand.Rand, out []byte, depth int) []byte {
+	n := func(limit int) int { return r.IntN(limit) }
+	bytesOf := func(k int) []byte {
+		b := make([]byte, k)
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		return b
+	}
+	be := func(v, width int) []byte {
+		b := make([]byte, width)
+		for i := range width {
+			b[width-1-i] = byte(v >> (8 * i))
+		}
+		return b
+	}
+	kind := n(12)
+	if depth <= 0 && kind >= 9 {
+		kind = n(9)
+	}
+	switch kind {
+	case 0: // fixints, nil, bools
+		return append(out, []byte{byte(n(0x80)), 0xe0 | byte(n(32)), 0xc0, 0xc2, 0xc3}[n(5)])
+	case 1: // fixed-width numbers
+		c := []byte{0xcc, 0xcd, 0xce, 0xcf, 0xd0, 0xd1, 0xd2, 0xd3, 0xca, 0xcb}[n(10)]
+		w := map[byte]int{0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8, 0xd0: 1, 0xd1: 2, 0xd2: 4, 0xd3: 8, 0xca: 4, 0xcb: 8}[c]
+		return append(append(out, c), bytesOf(w)...)
+	case 2: // fixstr
+		k := n(32)
+		return append(append(out, 0xa0|byte(k)), bytesOf(k)...)
+	case 3, 4: // str, bin 8/16/32
+		k := n(40)
+		switch w := []int{1, 2, 4}[n(3)]; {
+		case kind == 3:
+			out = append(out, map[int]byte{1: 0xd9, 2: 0xda, 4: 0xdb}[w])
+			out = append(out, be(k, w)...)
+		default:
+			out = append(out, map[int]byte{1: 0xc4, 2: 0xc5, 4: 0xc6}[w])
+			out = append(out, be(k, w)...)
+		}
+		return append(out, bytesOf(k)...)
+	case 5: // fixext
+		i := n(5)
+		return append(append(out, 0xd4+byte(i), byte(r.Uint32())), bytesOf(1<<i)...)
+	case 6: // ext 8/16/32
+		k := n(20)
+		w := []int{1, 2, 4}[n(3)]
+		out = append(out, map[int]byte{1: 0xc7, 2: 0xc8, 4: 0xc9}[w])
+		out = append(out, be(k, w)...)
+		out = append(out, byte(r.Uint32()))
+		return append(out, bytesOf(k)...)
+	case 7, 8: // more scalars, to keep trees small
+		return append(out, byte(n(0x80)))
+	case 9, 10: // arrays
+		k := n(5)
+		switch w := []int{0, 2, 4}[n(3)]; {
+		case w == 0:
+			out = append(out, 0x90|byte(k))
+		case w == 2:
+			out = append(append(out, 0xdc), be(k, 2)...)
+		default:
+			out = append(append(out, 0xdd), be(k, 4)...)
+		}
+		for range k {
+			out = genValue(r, out, depth-1-n(2))
+		}
+		return out
+	default: // maps
+		k := n(4)
+		switch w := []int{0, 2, 4}[n(3)]; {
+		case w == 0:
+			out = append(out, 0x80|byte(k))
+		case w == 2:
+			out = append(append(out, 0xde), be(k, 2)...)
+		default:
+			out = append(append(out, 0xdf), be(k, 4)...)
+		}
+		for range 2 * k {
+			out = genValue(r, out, depth-1-n(2))
+		}
+		return out
+	}
+}
+
+// mutate changes b in one to four random ways.
+func mutate(r *rand.Rand, b []byte) []byte {
+	b = bytes.Clone(b)
+	interesting := []byte{0x00, 0x01, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1,
+		0xc7, 0xc9, 0xd4, 0xd8, 0xd9, 0xdb, 0xdc, 0xdd, 0xde, 0xdf, 0xe0, 0xff}
+	for range 1 + r.IntN(4) {
+		rb := func() byte {
+			if r.IntN(2) == 0 {
+				return interesting[r.IntN(len(interesting))]
+			}
+			return byte(r.Uint32())
+		}
+		switch op := r.IntN(6); {
+		case op == 0 && len(b) > 0: // replace
+			b[r.IntN(len(b))] = rb()
+		case op == 1 && len(b) > 0: // flip a bit
+			b[r.IntN(len(b))] ^= 1 << r.IntN(8)
+		case op == 2: // insert
+			i := r.IntN(len(b) + 1)
+			b = append(b[:i], append([]byte{rb()}, b[i:]...)...)
+		case op == 3 && len(b) > 0: // delete
+			i := r.IntN(len(b))
+			b = append(b[:i], b[i+1:]...)
+		case op == 4 && len(b) > 0: // cut
+			b = b[:r.IntN(len(b))]
+		case op == 5 && len(b) > 0: // a random length after a random byte
+			i := r.IntN(len(b))
+			for j := i + 1; j < len(b) && j <= i+4; j++ {
+				b[j] = byte(r.Uint32())
+			}
+		}
+	}
+	return b
+}
+
+// randomUTF8 is random bytes biased towards the edges of the UTF-8 classes,
+// or a valid string mutated.
+func randomUTF8(r *rand.Rand) []byte {
+	edges := []byte{0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc2,
+		0xdf, 0xe0, 0xe1, 0xec, 0xed, 0xee, 0xef, 0xf0, 0xf1, 0xf3, 0xf4, 0xf5, 0xfe, 0xff}
+	var b []byte
+	if r.IntN(2) == 0 {
+		k := r.IntN(40)
+		for range k {
+			switch r.IntN(4) {
+			case 0:
+				b = append(b, byte(r.Uint32()))
+			case 1:
+				b = append(b, edges[r.IntN(len(edges))])
+			default:
+				b = append(b, 'a'+byte(r.IntN(26)))
+			}
+		}
+		return b
+	}
+	for k := r.IntN(30); k > 0; k-- {
+		switch r.IntN(3) {
+		case 0:
+			b = utf8.AppendRune(b, rune(r.IntN(0x80)))
+		case 1:
+			b = append(b, bytes.Repeat([]byte{'x'}, r.IntN(20))...)
+		default:
+			b = utf8.AppendRune(b, rune(r.IntN(0x110000)))
+		}
+	}
+	if len(b) > 0 && r.IntN(3) > 0 {
+		b = mutate(r, b)
+	}
+	return b
+}
+
+// randomInputs is count deterministic pseudo-random inputs, three in four
+// of them msgpack.
+func randomInputs(count int) []cInput {
+	r := rand.New(rand.NewPCG(0x6b6d6573, 0x76616c69)) // fixed seed
+	var valid [][]byte
+	for _, c := range payloadCases() {
+		if c.valid && len(c.in) <= 64 {
+			valid = append(valid, c.in)
+		}
+	}
+	ins := make([]cInput, 0, count)
+	for len(ins) < count {
+		d := depthLimitsC[r.IntN(len(depthLimitsC))]
+		switch r.IntN(8) {
+		case 0, 1: // a random valid tree, maybe mutated
+			b := genValue(r, nil, r.IntN(8))
+			if r.IntN(4) > 0 {
+				b = mutate(r, b)
+			}
+			ins = append(ins, cInput{false, d, b})
+		case 2, 3, 4: // a table value mutated
+			ins = append(ins, cInput{false, d, mutate(r, valid[r.IntN(len(valid))])})
+		case 5: // random bytes
+			b := make([]byte, r.IntN(24))
+			for i := range b {
+				b[i] = byte(r.Uint32())
+			}
+			ins = append(ins, cInput{false, d, b})
+		default:
+			ins = append(ins, cInput{true, 0, randomUTF8(r)})
+		}
+	}
+	return ins
+}
+
+func TestCValidatorAgrees(t *testing.T) {
+	bin := buildCDriver(t)
+	ins := append(tableInputs(), randomInputs(200000)...)
+	c := runC(t, bin, ins)
+	var valid, fails int
+	for i, in := range ins {
+		g := in.goVerdict()
+		if g {
+			valid++
+		}
+		if c[i] != g {
+			fails++
+			if fails <= 5 {
+				t.Errorf("input %d, %s: C says valid=%v, Go says valid=%v", i, in, c[i], g)
+			}
+		}
+	}
+	if fails > 0 {
+		t.Fatalf("%d of %d inputs disagree", fails, len(ins))
+	}
+	t.Logf("C and Go agree on %d inputs (%d valid)", len(ins), valid)
+}
