@@ -103,7 +103,8 @@ func mountShare() error {
 
 // runProgram runs cmd; its output goes to the console and to <name>.out in
 // the share, its exit status (128+N for signal N) to <name>.exit. A
-// timeout other than 0 kills cmd's process group when it runs out.
+// timeout other than 0 kills cmd's process group when it runs out; a cmd
+// in its own process group has the group killed when it ends.
 func runProgram(console io.Writer, name string, cmd *exec.Cmd, timeout time.Duration) error {
 	f, err := os.Create(filepath.Join(guest.ShareDir, name+".out"))
 	if err != nil {
@@ -138,6 +139,10 @@ func runProgram(console io.Writer, name string, cmd *exec.Cmd, timeout time.Dura
 		defer timer.Stop()
 	}
 	err = cmd.Wait()
+	if cmd.SysProcAttr != nil && cmd.SysProcAttr.Setpgid {
+		// What the program left running must not disturb the next one.
+		_ = unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
+	}
 	if timedOut.Load() {
 		fmt.Fprintf(w, "kmes-guest: %s timed out after %v: killed\n", cmd.Path, timeout)
 	}
