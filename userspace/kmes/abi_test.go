@@ -13,37 +13,11 @@ import (
 
 const uapiHeader = "include/uapi/linux/kmes.h"
 
-// seriesHeader builds include/uapi/linux/kmes.h from the patch series alone
-// (git apply of every hunk that touches it, in series order) and returns its
-// path.
+// seriesHeader builds include/uapi/linux/kmes.h from the patch series
+// alone and returns its path.
 func seriesHeader(t *testing.T) string {
 	t.Helper()
-	top := filepath.Join("..", "..")
-	series, err := os.ReadFile(filepath.Join(top, "patches", "series"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var patches []string
-	for _, name := range strings.Fields(string(series)) {
-		p, err := filepath.Abs(filepath.Join(top, "patches", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		patches = append(patches, p)
-	}
-	dir := t.TempDir()
-	if len(patches) > 0 {
-		cmd := exec.Command("git", append([]string{"apply", "--include=" + uapiHeader}, patches...)...)
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git apply %s from patches/: %v\n%s", uapiHeader, err, out)
-		}
-	}
-	h := filepath.Join(dir, uapiHeader)
-	if _, err := os.Stat(h); err != nil {
-		t.Fatalf("patches/ does not add %s: %v", uapiHeader, err)
-	}
-	return h
+	return filepath.Join(fromSeries(t, uapiHeader, uapiHeader), uapiHeader)
 }
 
 // goValues maps every numeric #define of the header to its Go constant.

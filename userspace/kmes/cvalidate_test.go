@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -22,55 +21,12 @@ import (
 
 const validatorFiles = "kernel/kmes/validate.*"
 
-// validatorSrcEnv, if set, names a kernel tree (build/linux) to take
-// kernel/kmes/validate.{c,h} from instead of patches/: for developing the
-// validator before it is exported into the series.
-const validatorSrcEnv = "KMES_VALIDATOR_SRC"
-
-// validatorSources returns a directory holding validate.c and validate.h:
-// from the tree in $KMES_VALIDATOR_SRC, or else as the patch series adds
-// them (git apply of every patch in patches/series, in order, limited to
-// those files).
+// validatorSources returns a directory holding validate.c and validate.h
+// as the patch series adds them.
 func validatorSources(t *testing.T) string {
 	t.Helper()
-	if tree := os.Getenv(validatorSrcEnv); tree != "" {
-		dir := filepath.Join(tree, "kernel", "kmes")
-		for _, f := range []string{"validate.c", "validate.h"} {
-			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-				t.Fatalf("%s=%s: %v", validatorSrcEnv, tree, err)
-			}
-		}
-		return dir
-	}
-	top := filepath.Join("..", "..")
-	series, err := os.ReadFile(filepath.Join(top, "patches", "series"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var patches []string
-	for _, name := range strings.Fields(string(series)) {
-		p, err := filepath.Abs(filepath.Join(top, "patches", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		patches = append(patches, p)
-	}
-	tmp := t.TempDir()
-	if len(patches) > 0 {
-		cmd := exec.Command("git", append([]string{"apply", "--include=" + validatorFiles}, patches...)...)
-		cmd.Dir = tmp
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git apply %s from patches/: %v\n%s", validatorFiles, err, out)
-		}
-	}
-	dir := filepath.Join(tmp, "kernel", "kmes")
-	for _, f := range []string{"validate.c", "validate.h"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			t.Fatalf("patches/ does not add kernel/kmes/%s (set %s to a kernel tree to test one not exported yet): %v",
-				f, validatorSrcEnv, err)
-		}
-	}
-	return dir
+	dir := fromSeries(t, validatorFiles, "kernel/kmes/validate.c", "kernel/kmes/validate.h")
+	return filepath.Join(dir, "kernel", "kmes")
 }
 
 // The driver reads records from stdin (u8 kind: 0 msgpack, 1 UTF-8; u32
