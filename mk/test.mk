@@ -18,8 +18,9 @@ test: unit kernel-nokmes vmtest
 
 unit: deps
 	@mkdir -p $(LOGS)
-	@echo "unit: go vet and go test -race on the host (log: build/logs/unit.log)"
+	@echo "unit: go vet, staticcheck and go test -race on the host (log: build/logs/unit.log)"
 	@go vet ./...
+	@go tool staticcheck ./...
 	@go test -race -count=1 -v $(HOST_PKGS) 2>&1 | tee $(LOGS)/unit.log | grep -E '^(ok|FAIL|--- FAIL)' \
 		|| { grep -B2 -A20 -- '--- FAIL' $(LOGS)/unit.log | head -n 80; exit 1; }
 

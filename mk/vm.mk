@@ -25,7 +25,10 @@ initramfs: deps selftests
 check-run-topology:
 	$(call check-topologies,$(TOPOLOGY))
 
-# make run boots the plain kernel (FLAVOR=debug for the test kernel).
+# make run boots the plain kernel (FLAVOR=debug for the test kernel). The
+# guest starts kmes-demo in the background and 'kmesctl tail' in the
+# foreground (vm/guest.DemoPlan): JSON event lines flow at once; Ctrl-C
+# ends the tail and gives a shell, Ctrl-A X quits QEMU.
 run: FLAVOR = plain
 run: check-run-topology kernel initramfs
 	@$(KMES_VM) run -topology $(TOPOLOGY) -kernel $(KERNEL) -initramfs $(INITRAMFS)

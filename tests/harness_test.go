@@ -75,13 +75,15 @@ func topologies(t testing.TB, names ...string) []vm.Topology {
 	return ts
 }
 
-// selftestTopologies run the kmes kselftests (build/selftests/kmes) in the
-// same boot as the boot suite.
+// selftestTopologies run, in the same boot as the boot suite, the kmes
+// guest suite (tests/guest/kmes: the Go library, kmesctl and kmes-demo
+// against the kernel) and the kmes kselftests (build/selftests/kmes).
 var selftestTopologies = []string{"smp1", "smp4-numa2"}
 
 // TestBoot boots every topology preset and checks that the guest is what
 // the preset says and runs the kernel built from patches/; in
-// selftestTopologies it also runs the kmes kselftests
+// selftestTopologies it also runs the kmes guest suite
+// (TestBoot/<topology>/kmes/<test>) and the kmes kselftests
 // (TestBoot/<topology>/selftests/kmes/<program>/<test>).
 func TestBoot(t *testing.T) {
 	e := setup(t)
@@ -96,6 +98,7 @@ func TestBoot(t *testing.T) {
 				LogDir:    e.logDir,
 			}
 			if slices.Contains(selftestTopologies, topo.Name) {
+				r.Suites = append(r.Suites, "kmes")
 				r.Selftests = []string{"kmes"}
 			}
 			vm.RunGuestTests(t, r)

@@ -23,19 +23,24 @@ import (
 )
 
 // GuestCommands are built into the initramfs's busybox: u-root's init and
-// shell, a few tools for 'make run', and the KMES guest runner (uinit).
-// vm/guestcmds.go keeps them in go.mod.
+// shell, a few tools for 'make run', the KMES guest runner (uinit), and
+// kmesctl and kmes-demo, which 'make run' starts and the guest tests run.
+// vm/guestcmds.go keeps the u-root ones in go.mod; the KMES ones are in
+// this module.
 var GuestCommands = []string{
 	"github.com/u-root/u-root/cmds/core/init",
 	"github.com/u-root/u-root/cmds/core/gosh",
 	"github.com/u-root/u-root/cmds/core/cat",
 	"github.com/u-root/u-root/cmds/core/dmesg",
+	"github.com/u-root/u-root/cmds/core/kill",
 	"github.com/u-root/u-root/cmds/core/ls",
 	"github.com/u-root/u-root/cmds/core/mount",
 	"github.com/u-root/u-root/cmds/core/ps",
 	"github.com/u-root/u-root/cmds/core/shutdown",
 	"github.com/u-root/u-root/cmds/core/uname",
 	"github.com/kmes-project/kmes/vm/cmd/kmes-guest",
+	"github.com/kmes-project/kmes/userspace/cmd/kmesctl",
+	"github.com/kmes-project/kmes/userspace/cmd/kmes-demo",
 }
 
 // Initramfs describes the guest image.

@@ -193,3 +193,122 @@ func TestKernelEmit64(t *testing.T) {
 	guest.Record(t, "kernel_emit_64B", float64(fields["elapsed_ns"])/float64(fields["events"]), "ns/event")
 	fmt.Printf("kernel emit ran on cpu %d\n", fields["cpu"])
 }
+
+// TestDrain measures the consumer side: a Reader draining a ring that
+// already holds its events (emitted first with EmitBatch, then only the
+// drain is timed), per 64-byte event and in MB/s for 1 KiB events, beside
+// a plain copy() of the same bytes. Under icount a second is 1e9
+// instructions, so MB/s reads MB per 1e9 instructions. The ratio (drain
+// MB/s / copy MB/s, goal >= 0.5) is recorded, not enforced.
+func TestDrain(t *testing.T) {
+	runtime.LockOSThread()
+	var set unix.CPUSet
+	set.Set(0)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		t.Fatalf("sched_setaffinity: %v", err)
+	}
+	rings, err := kmes.Attach()
+	if err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	capacity := rings[0].Capacity()
+	for _, r := range rings {
+		r.Close()
+	}
+	rds, err := kmes.NewReaders(&kmes.Options{FromEnd: true})
+	if err != nil {
+		t.Fatalf("NewReaders: %v", err)
+	}
+	rd := rds[0]
+	for _, r := range rds[1:] {
+		r.Close()
+	}
+	defer rd.Close()
+	if rd.CPU() != 0 {
+		t.Fatalf("the first reader is of cpu %d, want 0", rd.CPU())
+	}
+	// The first drain faults the mapping in; the next ones are timed.
+	drain(t, rd, capacity, 64)
+	for _, size := range []int{64, 1024} {
+		d := drain(t, rd, capacity, size)
+		guest.Record(t, fmt.Sprintf("drain_%s", sizeName(size)), d.nsPerEvent, "ns/event")
+		if size != 1024 {
+			continue
+		}
+		guest.Record(t, "drain_1KiB_rate", d.mbps, "MB/s")
+		cp := copyRate(d.bytes)
+		guest.Record(t, "copy_1KiB_rate", cp, "MB/s")
+		ratio := d.mbps / cp
+		guest.Record(t, "drain_per_copy_1KiB", ratio, "ratio")
+		if ratio < 0.5 {
+			t.Logf("drain_per_copy_1KiB = %.3f: the goal is >= 0.5 (recorded, not enforced)", ratio)
+		}
+	}
+}
+
+func sizeName(size int) string {
+	if size%1024 == 0 {
+		return fmt.Sprintf("%dKiB", size/1024)
+	}
+	return fmt.Sprintf("%dB", size)
+}
+
+type drainResult struct {
+	nsPerEvent, mbps float64
+	bytes            int
+}
+
+// drain fills nine tenths of CPU 0's ring (no event is overwritten) with
+// events of size bytes and times rd, which is at the end of the ring,
+// reading all of them.
+func drain(t *testing.T, rd *kmes.Reader, capacity uint64, size int) drainResult {
+	t.Helper()
+	ev := newEvent(t, size)
+	n := int(capacity) * 9 / 10 / size
+	evs := make([]kmes.Event, n)
+	for i := range evs {
+		evs[i] = kmes.Event{Type: string(ev.typ), Payload: ev.payload}
+	}
+	if emitted, err := kmes.EmitBatch(evs); err != nil || emitted != n {
+		t.Fatalf("EmitBatch of %d %d-byte events: emitted %d, %v", n, size, emitted, err)
+	}
+	var rec kmes.Record
+	var first, last uint64
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if err := rd.Read(&rec); err != nil {
+			t.Fatalf("read event %d of %d: %v", i, n, err)
+		}
+		if i == 0 {
+			first = rec.Sequence
+		}
+		last = rec.Sequence
+	}
+	elapsed := time.Since(start)
+	// Only the benchmark emits here: the drain must have read exactly the
+	// events emitted, none lost, or it measured something else.
+	if last-first != uint64(n-1) || len(rec.Raw()) != size || rec.Type != string(benchType) {
+		t.Fatalf("drained sequences %d..%d (%d events of %d bytes, type %q), want %d events of %d bytes", first, last, n, len(rec.Raw()), rec.Type, n, size)
+	}
+	total := n * size
+	return drainResult{
+		nsPerEvent: float64(elapsed.Nanoseconds()) / float64(n),
+		mbps:       float64(total) / 1e6 / elapsed.Seconds(),
+		bytes:      total,
+	}
+}
+
+// copyRate returns the MB/s of one copy() of n bytes between two buffers
+// of their own, after a warm-up copy that faults the pages in.
+func copyRate(n int) float64 {
+	src, dst := make([]byte, n), make([]byte, n)
+	for i := range src {
+		src[i] = byte(i)
+	}
+	copy(dst, src)
+	start := time.Now()
+	copy(dst, src)
+	elapsed := time.Since(start)
+	runtime.KeepAlive(dst)
+	return float64(n) / 1e6 / elapsed.Seconds()
+}

@@ -2,7 +2,8 @@
 // description (9p tag "kmes" with run.json), it runs the guest test binaries
 // named there, writes each one's output and exit status back to the share,
 // and powers the VM off. Without one ('make run') it prints what the guest
-// is and starts a shell; leaving the shell powers off.
+// is, runs the demo (kmes-demo emitting, 'kmesctl tail' showing the events
+// until Ctrl-C) and then a shell; leaving the shell powers off.
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 	"log"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -159,6 +161,9 @@ func runProgram(console io.Writer, name string, cmd *exec.Cmd, timeout time.Dura
 	return f.Sync()
 }
 
+// interactive is 'make run': it starts the demo (guest.DemoPlan), kmes-demo
+// in the background and 'kmesctl tail' in the foreground, then a shell once
+// the tail ends (Ctrl-C). The emitter is stopped when the shell exits.
 func interactive(out io.Writer) error {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
@@ -167,12 +172,71 @@ func interactive(out io.Writer) error {
 	nodes, _ := filepath.Glob("/sys/devices/system/node/node[0-9]*")
 	fmt.Fprintf(out, "\nKMES guest: Linux %s %s, %d CPUs, %d NUMA nodes\n",
 		unix.ByteSliceToString(u.Release[:]), unix.ByteSliceToString(u.Version[:]), runtime.NumCPU(), len(nodes))
-	fmt.Fprintln(out, "Type 'shutdown' or Ctrl-D to power off; Ctrl-A X quits QEMU.")
-	sh := exec.Command("gosh")
+
+	// Ctrl-C at the console signals the whole foreground process group:
+	// it must end the tail, not the runner (which would power off).
+	// Notify, not Ignore: an ignored signal stays ignored in children.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt)
+	defer signal.Stop(sigs)
+
+	d := guest.DemoPlan()
+	for _, l := range guest.DemoBanner(d, haveCtty()) {
+		fmt.Fprintln(out, l)
+	}
+	fmt.Fprintln(out)
+	emitter := exec.Command(d.Emitter[0], d.Emitter[1:]...)
+	emitter.Stdout, emitter.Stderr = os.Stdout, os.Stderr
+	emitter.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := emitter.Start(); err != nil {
+		fmt.Fprintf(out, "kmes-guest: start %s: %v\n", d.Emitter[0], err)
+	} else {
+		defer func() {
+			_ = emitter.Process.Kill()
+			_ = emitter.Wait()
+		}()
+	}
+	tail := exec.Command(d.Tail[0], d.Tail[1:]...)
+	tail.Stdout, tail.Stderr = os.Stdout, os.Stderr
+	err := tail.Run()
+	drain(sigs)
+	fmt.Fprintf(out, "\nkmes-guest: %s ended (%v)", strings.Join(d.Tail, " "), describe(err))
+	if emitter.Process != nil {
+		fmt.Fprintf(out, "; %s still runs as pid %d ('kill %d' stops it)", d.Emitter[0], emitter.Process.Pid, emitter.Process.Pid)
+	}
+	fmt.Fprintln(out, "\nType 'shutdown' or Ctrl-D to power off; Ctrl-A X quits QEMU.")
+
+	sh := exec.Command(d.Shell[0], d.Shell[1:]...)
 	sh.Stdin, sh.Stdout, sh.Stderr = os.Stdin, os.Stdout, os.Stderr
-	sh.Env = append(os.Environ(), "PS1=kmes# ")
+	sh.Env = append(os.Environ(), d.Env...)
 	if err := sh.Run(); err != nil && !strings.Contains(err.Error(), "exit status") {
 		return err
 	}
 	return nil
+}
+
+// haveCtty reports whether the console (stdin) is this process's
+// controlling terminal, which Ctrl-C needs to become SIGINT. u-root's init
+// makes it so; without it the tail can only be left with Ctrl-A X.
+func haveCtty() bool {
+	_, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
+	return err == nil
+}
+
+// drain forgets the interrupts the runner caught meanwhile.
+func drain(sigs <-chan os.Signal) {
+	for {
+		select {
+		case <-sigs:
+		default:
+			return
+		}
+	}
+}
+
+func describe(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
 }

@@ -1,0 +1,369 @@
+// Package ringsim is the producer half of a KMES ring in userspace, for
+// host tests of the reader: no kernel patch is needed. A ring lives in a
+// memfd whose data pages are mapped twice, back to back, exactly as the
+// kernel maps them, and the producer follows the write protocol of
+// KMES.md §4: tail_pos is advanced (release) before older bytes are
+// overwritten, write_pos is published (release) after the bytes, then
+// need_wake is checked after a full barrier and the shared futex woken.
+//
+// Each Ring has one producer: Emit and the other writing methods must not
+// run concurrently with each other. Readers may run concurrently with it.
+package ringsim
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kmes-project/kmes/userspace/kmes"
+)
+
+// Ring is a simulated ring of one CPU.
+type Ring struct {
+	fd       int
+	capacity uint64
+	cpu      int
+	w        []byte // the producer's writable mapping
+	data     []byte // w's data pages, twice
+
+	writePos *atomic.Uint64
+	tailPos  *atomic.Uint64
+	gen      *atomic.Uint64
+	futex    *atomic.Uint32
+	needWake *atomic.Uint32
+
+	seq uint64 // last sequence number used
+	// sizes lists the sizes of the events from tail_pos on: the producer
+	// walks tail_pos with them, not with the ring's bytes, which WriteRaw
+	// may have made nonsense.
+	sizes []uint64
+	// Now stamps events; tests may replace it.
+	Now func() int64
+
+	mu       sync.Mutex // guards mappings
+	mappings [][]byte   // readers' mappings, unmapped by Close
+}
+
+// New creates the ring of cpu with the given capacity and generation.
+func New(cpu int, capacity uint64, generation uint64) (*Ring, error) {
+	fd, err := unix.MemfdCreate(fmt.Sprintf("kmes-ringsim-cpu%d", cpu), unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("create ring: memfd_create: %w", err)
+	}
+	if err := unix.Ftruncate(fd, int64(kmes.MapDataOff+capacity)); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("create ring: ftruncate: %w", err)
+	}
+	r := &Ring{fd: fd, capacity: capacity, cpu: cpu, Now: func() int64 { return time.Now().UnixNano() }}
+	w, err := r.mapTwice(unix.PROT_READ|unix.PROT_WRITE, unix.PROT_READ|unix.PROT_WRITE)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("create ring: %w", err)
+	}
+	r.w = w
+	r.data = w[kmes.MapDataOff:]
+	word := func(off int) unsafe.Pointer { return unsafe.Pointer(&w[off]) }
+	r.writePos = (*atomic.Uint64)(word(kmes.MetaWritePosOff))
+	r.tailPos = (*atomic.Uint64)(word(kmes.MetaTailPosOff))
+	r.gen = (*atomic.Uint64)(word(kmes.MetaGenOff))
+	r.futex = (*atomic.Uint32)(word(kmes.MetaFutexOff))
+	r.needWake = (*atomic.Uint32)(word(kmes.MetaNeedWakeOff))
+
+	copy(w[kmes.MetaMagicOff:], kmes.RingMagic)
+	binary.LittleEndian.PutUint32(w[kmes.MetaVersionOff:], kmes.RingVersion)
+	binary.LittleEndian.PutUint16(w[kmes.MetaCPUIDOff:], uint16(cpu))
+	binary.LittleEndian.PutUint64(w[kmes.MetaCapacityOff:], capacity)
+	binary.LittleEndian.PutUint64(w[kmes.MetaDataOffOff:], kmes.MapDataOff)
+	r.gen.Store(generation)
+	return r, nil
+}
+
+// mapTwice maps the memfd as kmes_attach's mmap lays a ring out: metadata
+// pages with metaProt (the consumer page always read-write), then the data
+// pages twice with dataProt. It reserves the whole range first so the two
+// data mappings are adjacent.
+func (r *Ring) mapTwice(metaProt, dataProt int) ([]byte, error) {
+	size := uintptr(kmes.MapSize(r.capacity))
+	base, err := unix.MmapPtr(-1, 0, nil, size, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, fmt.Errorf("reserve %d bytes: %w", size, err)
+	}
+	at := func(off uintptr) unsafe.Pointer { return unsafe.Add(base, off) }
+	parts := []struct {
+		off, fileOff, len uintptr
+		prot              int
+	}{
+		{0, 0, kmes.MetaPageSize, metaProt},
+		{kmes.MapConsumerOff, kmes.MapConsumerOff, kmes.MetaPageSize, unix.PROT_READ | unix.PROT_WRITE},
+		{kmes.MapDataOff, kmes.MapDataOff, uintptr(r.capacity), dataProt},
+		{kmes.MapDataOff + uintptr(r.capacity), kmes.MapDataOff, uintptr(r.capacity), dataProt},
+	}
+	for _, p := range parts {
+		if _, err := unix.MmapPtr(r.fd, int64(p.fileOff), at(p.off), p.len, p.prot, unix.MAP_SHARED|unix.MAP_FIXED); err != nil {
+			unix.MunmapPtr(base, size)
+			return nil, fmt.Errorf("map %d bytes at offset %d: %w", p.len, p.off, err)
+		}
+	}
+	return unsafe.Slice((*byte)(base), size), nil
+}
+
+// Mapping returns a new mapping of the ring as a consumer gets it:
+// producer page and data read-only, so a reader that writes there faults.
+func (r *Ring) Mapping() ([]byte, error) {
+	m, err := r.mapTwice(unix.PROT_READ, unix.PROT_READ)
+	if err != nil {
+		return nil, fmt.Errorf("map ring of cpu %d: %w", r.cpu, err)
+	}
+	r.mu.Lock()
+	r.mappings = append(r.mappings, m)
+	r.mu.Unlock()
+	return m, nil
+}
+
+// Reader returns a kmes.Ring reading a new mapping of r.
+func (r *Ring) Reader() (*kmes.Ring, error) {
+	m, err := r.Mapping()
+	if err != nil {
+		return nil, err
+	}
+	return kmes.NewRing(m)
+}
+
+// Close unmaps every mapping of the ring and closes the memfd.
+func (r *Ring) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range append(r.mappings, r.w) {
+		unix.MunmapPtr(unsafe.Pointer(&m[0]), uintptr(len(m)))
+	}
+	r.mappings = nil
+	return unix.Close(r.fd)
+}
+
+// Capacity returns the ring's capacity.
+func (r *Ring) Capacity() uint64 { return r.capacity }
+
+// Sequence returns the last sequence number used.
+func (r *Ring) Sequence() uint64 { return r.seq }
+
+// WritePos returns the producer's write position.
+func (r *Ring) WritePos() uint64 { return r.writePos.Load() }
+
+// TailPos returns the position of the oldest surviving event.
+func (r *Ring) TailPos() uint64 { return r.tailPos.Load() }
+
+// Generation returns the ring's generation.
+func (r *Ring) Generation() uint64 { return r.gen.Load() }
+
+// Event is one event to emit.
+type Event struct {
+	Type    string
+	Payload []byte
+}
+
+// Emit writes one event and publishes it. It returns the event's sequence
+// number, or 0 when the event is dropped (larger than half the ring; its
+// sequence number is consumed all the same, as the kernel does).
+func (r *Ring) Emit(origin uint8, typ string, payload []byte) uint64 {
+	return r.EmitBatch(origin, []Event{{typ, payload}})[0]
+}
+
+// EmitBatch writes events with one timestamp and publishes them with one
+// write_pos store, as a kernel batch does. It returns their sequence
+// numbers (0 for a dropped one).
+func (r *Ring) EmitBatch(origin uint8, events []Event) []uint64 {
+	ts := r.Now()
+	seqs := make([]uint64, len(events))
+	pos := r.writePos.Load()
+	for i, ev := range events {
+		r.seq++
+		size := uint64(kmes.HdrBaseSize + len(ev.Type) + len(ev.Payload))
+		if size > r.capacity/2 || len(ev.Type) == 0 {
+			continue
+		}
+		r.makeRoom(pos, size)
+		r.put(pos, r.header(ts, origin, ev, size), ev.Payload)
+		pos += size
+		seqs[i] = r.seq
+	}
+	r.publish(pos)
+	return seqs
+}
+
+// Drop consumes a sequence number without writing: an event the kernel
+// dropped before it reached the ring.
+func (r *Ring) Drop() { r.seq++ }
+
+// WriteRaw writes raw as one event of size declared bytes (raw's own
+// event_size field is left as given) and publishes it, so tests can plant
+// corrupt sizes. The ring advances by len(raw).
+func (r *Ring) WriteRaw(raw []byte) {
+	pos := r.writePos.Load()
+	r.makeRoom(pos, uint64(len(raw)))
+	r.put(pos, raw, nil)
+	r.publish(pos + uint64(len(raw)))
+}
+
+func (r *Ring) header(ts int64, origin uint8, ev Event, size uint64) []byte {
+	h := make([]byte, kmes.HdrBaseSize+len(ev.Type))
+	binary.LittleEndian.PutUint32(h[kmes.HdrEventSizeOff:], uint32(size))
+	binary.LittleEndian.PutUint32(h[kmes.HdrHeaderSizeOff:], uint32(len(h)))
+	binary.LittleEndian.PutUint64(h[kmes.HdrTimestampOff:], uint64(ts))
+	binary.LittleEndian.PutUint64(h[kmes.HdrSequenceOff:], r.seq)
+	binary.LittleEndian.PutUint16(h[kmes.HdrCPUIDOff:], uint16(r.cpu))
+	h[kmes.HdrOriginClassOff] = origin
+	binary.LittleEndian.PutUint16(h[kmes.HdrTypeLenOff:], uint16(len(ev.Type)))
+	copy(h[kmes.HdrTypeOff:], ev.Type)
+	return h
+}
+
+// makeRoom walks tail_pos over whole events until size more bytes fit at
+// pos, and stores it (release) before those bytes are overwritten.
+func (r *Ring) makeRoom(pos, size uint64) {
+	tail := r.tailPos.Load()
+	moved := false
+	for pos+size-tail > r.capacity {
+		tail += r.sizes[0]
+		r.sizes = r.sizes[1:]
+		moved = true
+	}
+	if moved {
+		r.tailPos.Store(tail)
+	}
+	r.sizes = append(r.sizes, size)
+}
+
+// put copies an event's bytes at pos: one copy each, the double mapping
+// takes care of the wrap.
+func (r *Ring) put(pos uint64, hdr, payload []byte) {
+	off := pos & (r.capacity - 1)
+	n := copy(r.data[off:], hdr)
+	copy(r.data[off+uint64(n):], payload)
+}
+
+// publish stores write_pos (release; Go's atomic store is also a full
+// barrier, which the need_wake check needs) and wakes sleeping readers.
+func (r *Ring) publish(pos uint64) {
+	r.writePos.Store(pos)
+	r.wakeIfAsked()
+}
+
+func (r *Ring) wakeIfAsked() {
+	if r.needWake.Load()&0xff != 0 {
+		r.futex.Add(1)
+		unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(r.futex)), 1 /* FUTEX_WAKE */, 1<<31-1, 0, 0, 0)
+	}
+}
+
+// Swap replaces r by a ring of the given capacity, as a capacity change
+// does in the kernel: the newest surviving events that fit are copied to
+// the new ring from position 0, the new ring gets the next generation,
+// writers switch to it (the caller uses the returned Ring from now on),
+// then r's generation is bumped and its sleepers woken.
+func (r *Ring) Swap(capacity uint64) (*Ring, error) {
+	gen := r.gen.Load()
+	n, err := New(r.cpu, capacity, gen+1)
+	if err != nil {
+		return nil, err
+	}
+	n.Now = r.Now
+	n.seq = r.seq
+	// The newest events that fit, whole.
+	w := r.writePos.Load()
+	start := r.tailPos.Load()
+	sizes := r.sizes
+	for w-start > capacity {
+		start += sizes[0]
+		sizes = sizes[1:]
+	}
+	n.sizes = append([]uint64(nil), sizes...)
+	copy(n.data, r.data[start&(r.capacity-1):][:w-start])
+	n.writePos.Store(w - start)
+	r.gen.Store(gen + 1)
+	r.wakeIfAsked()
+	return n, nil
+}
+
+// Source is a kmes.RingSource over simulated rings, one per CPU; Swap
+// replaces one of them as the kernel's re-attach would then see it.
+type Source struct {
+	mu    sync.Mutex
+	rings []*Ring
+	old   []*Ring
+}
+
+// NewSource creates n rings of the given capacity, generation 1.
+func NewSource(n int, capacity uint64) (*Source, error) {
+	s := &Source{}
+	for cpu := 0; cpu < n; cpu++ {
+		r, err := New(cpu, capacity, 1)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.rings = append(s.rings, r)
+	}
+	return s, nil
+}
+
+// Producer returns the current ring of CPU i, to emit into.
+func (s *Source) Producer(i int) *Ring {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rings[i]
+}
+
+// Swap gives CPU i a new ring of the given capacity and returns it. The
+// caller must not emit into CPU i's ring concurrently.
+func (s *Source) Swap(i int, capacity uint64) (*Ring, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, err := s.rings[i].Swap(capacity)
+	if err != nil {
+		return nil, err
+	}
+	s.old = append(s.old, s.rings[i])
+	s.rings[i] = n
+	return n, nil
+}
+
+// Rings maps every current ring for a reader.
+func (s *Source) Rings() ([]*kmes.Ring, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var rs []*kmes.Ring
+	for _, r := range s.rings {
+		kr, err := r.Reader()
+		if err != nil {
+			return nil, err
+		}
+		rs = append(rs, kr)
+	}
+	return rs, nil
+}
+
+// Ring maps CPU i's current ring for a reader.
+func (s *Source) Ring(i int) (*kmes.Ring, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i >= len(s.rings) {
+		return nil, fmt.Errorf("attach ring %d: there are %d", i, len(s.rings))
+	}
+	return s.rings[i].Reader()
+}
+
+// Close closes every ring, replaced ones included. Readers must be done.
+func (s *Source) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range append(s.rings, s.old...) {
+		r.Close()
+	}
+	s.rings, s.old = nil, nil
+	return nil
+}

@@ -1,0 +1,102 @@
+package kmes
+
+import (
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// KernelRings is the RingSource of the running kernel: kmes_attach, then
+// an mmap of each ring.
+var KernelRings RingSource = kernelRings{}
+
+type kernelRings struct{}
+
+func (kernelRings) Rings() ([]*Ring, error) { return Attach() }
+
+func (kernelRings) Ring(i int) (*Ring, error) {
+	fds, capacity, err := attach()
+	if err != nil {
+		return nil, err
+	}
+	defer closeFDs(fds)
+	if i >= len(fds) {
+		return nil, fmt.Errorf("attach ring %d: the kernel has %d rings", i, len(fds))
+	}
+	return mapRing(fds[i], capacity)
+}
+
+// Attach maps every CPU's ring, in CPU order, each positioned at its
+// oldest surviving event. It needs CAP_AUDIT_READ. Close each ring when
+// done; the file descriptors are closed already.
+func Attach() ([]*Ring, error) {
+	fds, capacity, err := attach()
+	if err != nil {
+		return nil, err
+	}
+	defer closeFDs(fds)
+	rings := make([]*Ring, 0, len(fds))
+	for _, fd := range fds {
+		r, err := mapRing(fd, capacity)
+		if err != nil {
+			for _, r := range rings {
+				r.Close()
+			}
+			return nil, err
+		}
+		rings = append(rings, r)
+	}
+	return rings, nil
+}
+
+// attach calls kmes_attach with room for every possible CPU, growing the
+// array when the kernel asks for more (ERANGE).
+func attach() (fds []int, capacity uint64, err error) {
+	n := int32(64)
+	for {
+		buf := make([]int32, n)
+		count := n
+		_, _, errno := unix.Syscall(SysAttach, uintptr(unsafe.Pointer(&buf[0])),
+			uintptr(unsafe.Pointer(&count)), uintptr(unsafe.Pointer(&capacity)))
+		if errno == unix.ERANGE && count > n {
+			n = count
+			continue
+		}
+		if errno != 0 {
+			return nil, 0, syscallError("kmes_attach", errno)
+		}
+		fds = make([]int, count)
+		for i := range fds {
+			fds[i] = int(buf[i])
+		}
+		return fds, capacity, nil
+	}
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// mapRing maps a ring read-write as KMES.md §4 says: the kernel keeps the
+// producer page and the data read-only whatever is asked, and only the
+// consumer page (need_wake) is written.
+func mapRing(fd int, capacity uint64) (*Ring, error) {
+	m, err := unix.Mmap(fd, 0, int(MapSize(capacity)), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("mmap ring (%d bytes): %w", MapSize(capacity), err)
+	}
+	r, err := NewRing(m)
+	if err != nil {
+		unix.Munmap(m)
+		return nil, err
+	}
+	if r.Capacity() != capacity {
+		unix.Munmap(m)
+		return nil, fmt.Errorf("map ring of cpu %d: capacity %d, kmes_attach said %d", r.CPU(), r.Capacity(), capacity)
+	}
+	r.closer = func() error { return unix.Munmap(m) }
+	return r, nil
+}

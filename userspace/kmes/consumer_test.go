@@ -1,0 +1,213 @@
+package kmes_test
+
+import (
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kmes-project/kmes/userspace/kmes"
+)
+
+func newConsumer(t testing.TB, opts *kmes.Options) *kmes.Consumer {
+	t.Helper()
+	c, err := kmes.NewConsumer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestConsumerPerCPU(t *testing.T) {
+	const cpus, perCPU = 4, 5000
+	s := newSource(t, cpus, 1<<20) // holds every event: none may be lost
+	c := newConsumer(t, &kmes.Options{Source: s})
+	var mu sync.Mutex
+	last := make([]uint64, cpus)
+	count := 0
+	done := make(chan error, 1)
+	go func() {
+		done <- c.ReadPerCPU(func(r *kmes.Record) error {
+			checkWhole(t, r)
+			mu.Lock()
+			defer mu.Unlock()
+			if r.Sequence != last[r.CPU]+1 {
+				t.Errorf("cpu %d: sequence %d after %d", r.CPU, r.Sequence, last[r.CPU])
+			}
+			last[r.CPU] = r.Sequence
+			if count++; count == cpus*perCPU {
+				go c.Close()
+			}
+			return nil
+		})
+	}()
+	var wg sync.WaitGroup
+	for cpu := range cpus {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := s.Producer(cpu)
+			for seq := uint64(1); seq <= perCPU; seq++ {
+				p.Emit(0, "percpu", payloadFor(seq, 8))
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("read %d of %d events", count, cpus*perCPU)
+	}
+	for _, st := range c.Stats() {
+		if st.Events != perCPU || st.Lost != 0 || st.LastSequence != perCPU {
+			t.Errorf("stats %+v", st)
+		}
+	}
+}
+
+func TestConsumerStopsOnHandlerError(t *testing.T) {
+	s := newSource(t, 2, testCapacity)
+	c := newConsumer(t, &kmes.Options{Source: s})
+	s.Producer(1).Emit(0, "x", []byte{0xc0})
+	boom := errors.New("boom")
+	if err := c.ReadPerCPU(func(*kmes.Record) error { return boom }); err != boom {
+		t.Fatalf("ReadPerCPU returned %v, want the handler's error", err)
+	}
+}
+
+func TestConsumerMergedOrder(t *testing.T) {
+	// A backlog stamped long ago comes out in exact order at once; events
+	// stamped now are held for the window and come out in order too.
+	for _, c := range []struct {
+		name string
+		age  time.Duration
+	}{{"backlog", time.Hour}, {"live", 0}} {
+		t.Run(c.name, func(t *testing.T) { testMergedOrder(t, c.age) })
+	}
+}
+
+func testMergedOrder(t *testing.T, age time.Duration) {
+	const cpus = 3
+	s := newSource(t, cpus, testCapacity)
+	// Timestamps interleave across CPUs; CPU 2 is emitted first but its
+	// events are stamped latest, and two events tie on time.
+	stamps := [][]int64{{10, 40, 70}, {20, 50, 70}, {30, 60, 90}}
+	now := time.Now().Add(-age).UnixNano()
+	for cpu := cpus - 1; cpu >= 0; cpu-- {
+		p := s.Producer(cpu)
+		for _, ts := range stamps[cpu] {
+			p.Now = func() int64 { return now + ts }
+			p.Emit(0, "m", []byte{0xc0})
+		}
+	}
+	c := newConsumer(t, &kmes.Options{Source: s, ReorderWindow: 50 * time.Millisecond})
+	type key struct {
+		ts  int64
+		cpu int
+	}
+	var got []key
+	err := c.ReadMerged(func(r *kmes.Record) error {
+		got = append(got, key{r.Timestamp - now, r.CPU})
+		if len(got) == 9 {
+			c.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []key{{10, 0}, {20, 1}, {30, 2}, {40, 0}, {50, 1}, {60, 2}, {70, 0}, {70, 1}, {90, 2}}
+	if len(got) != len(want) {
+		t.Fatalf("got %v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("merged order %v, want %v", got, want)
+		}
+	}
+}
+
+func TestConsumerMergedBacklogOrder(t *testing.T) {
+	// Thousands of old events per CPU, readers racing each other: the
+	// merged stream is sorted.
+	const cpus, perCPU = 4, 3000
+	s := newSource(t, cpus, 1<<20)
+	base := time.Now().Add(-time.Hour).UnixNano()
+	for cpu := range cpus {
+		p := s.Producer(cpu)
+		for i := range perCPU {
+			p.Now = func() int64 { return base + int64(i*cpus+(cpu*7)%cpus) }
+			p.Emit(0, "b", []byte{0xc0})
+		}
+	}
+	c := newConsumer(t, &kmes.Options{Source: s, ReorderWindow: 5 * time.Millisecond})
+	var last int64
+	n := 0
+	err := c.ReadMerged(func(r *kmes.Record) error {
+		if r.Timestamp < last {
+			t.Errorf("event %d: timestamp %d after %d", n, r.Timestamp-base, last-base)
+		}
+		last = r.Timestamp
+		if n++; n == cpus*perCPU {
+			c.Close()
+		}
+		return nil
+	})
+	if err != nil || n != cpus*perCPU {
+		t.Fatalf("ReadMerged: %v after %d events", err, n)
+	}
+}
+
+func TestConsumerMergedFlushesOnClose(t *testing.T) {
+	s := newSource(t, 2, testCapacity)
+	c := newConsumer(t, &kmes.Options{Source: s, ReorderWindow: time.Hour})
+	s.Producer(0).Emit(0, "a", []byte{0xc0})
+	s.Producer(1).Emit(0, "b", []byte{0xc0})
+	time.AfterFunc(100*time.Millisecond, func() { c.Close() })
+	var n int
+	if err := c.ReadMerged(func(*kmes.Record) error { n++; return nil }); err != nil || n != 2 {
+		t.Fatalf("ReadMerged: %v, %d events, want the 2 held back", err, n)
+	}
+}
+
+func TestConsumerReportsCorruption(t *testing.T) {
+	s := newSource(t, 1, testCapacity)
+	var mu sync.Mutex
+	var reported []error
+	c := newConsumer(t, &kmes.Options{Source: s, OnError: func(err error) {
+		mu.Lock()
+		reported = append(reported, err)
+		mu.Unlock()
+	}})
+	s.Producer(0).WriteRaw(rawEvent(0, 0, 0, 40))
+	s.Producer(0).Emit(0, "good", []byte{0xc0})
+	var types []string
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		s.Producer(0).Emit(0, "later", []byte{0xc0})
+	}()
+	err := c.ReadPerCPU(func(r *kmes.Record) error {
+		types = append(types, r.Type)
+		c.Close()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var ce *kmes.CorruptError
+	if len(reported) != 1 || !errors.As(reported[0], &ce) {
+		t.Fatalf("reported %v, want one CorruptError", reported)
+	}
+	if len(types) != 1 || types[0] != "later" {
+		t.Errorf("read %v after the corruption, want [later]", types)
+	}
+	if st := c.Stats()[0]; st.Corrupt != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}

@@ -1,0 +1,365 @@
+package kmes
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+	"sync/atomic"
+	"unsafe"
+)
+
+// Ring reads one mapped ring: the consumer half of the protocol of
+// KMES.md §4 over a []byte, with no system call. The mapping is laid out
+// as kmes_attach's mmap gives it (MapSize bytes: producer page, consumer
+// page, data mapped twice); Attach makes one, and so can a simulator.
+//
+// Shared words and their ordering (the producer's side is in the kernel's
+// kernel/kmes/ring.c):
+//
+//   - write_pos: loaded atomically (acquire) before any event byte; the
+//     producer stores it with release after the bytes.
+//   - tail_pos: loaded atomically (acquire) before an event is copied and
+//     again after: the producer stores it with release before overwriting
+//     older bytes, so a copy is whole if tail_pos did not pass it.
+//   - need_wake (consumer page, written by consumers only): stored 1 with
+//     a full barrier before futex_counter is loaded (Go's atomic store is
+//     XCHG on amd64), then write_pos is re-read; stored 0 after a wake.
+//   - futex_counter and generation: loaded atomically.
+//
+// A Ring is not safe for concurrent use; its Stats are.
+type Ring struct {
+	mapping  []byte
+	data     []byte // both copies of the data pages
+	capacity uint64
+	mask     uint64
+	cpu      int
+
+	writePos *atomic.Uint64
+	tailPos  *atomic.Uint64
+	gen      *atomic.Uint64
+	futex    *atomic.Uint32
+	// needWake is the first word of the consumer page: need_wake is its
+	// low byte and the rest of the page is zero, so storing the word 1
+	// stores need_wake = 1 and keeps the zeros.
+	needWake *atomic.Uint32
+
+	readPos uint64
+	// buf is a private copy of the ring's bytes from bufPos on, taken when
+	// write_pos was bufW; Read hands out events from it.
+	buf          []byte
+	bufPos, bufW uint64
+	gen0         uint64 // generation when the ring was opened
+	// skipThrough: events up to this sequence were read from the ring this
+	// one replaced (after a generation change).
+	skipThrough uint64
+	// lapped: the reader jumped ahead since the last event it returned, so
+	// the next sequence gap is events overwritten, not dropped.
+	lapped bool
+
+	// count is the reader's own; shared is what Stats reads, published
+	// from count when something other than the event count changes, when
+	// the reader catches up with write_pos, and every publishEvery events:
+	// an atomic store per counter per event would be most of the cost of
+	// reading a small event.
+	count       counts
+	shared      sharedCounts
+	unpublished int
+
+	closer func() error
+}
+
+const publishEvery = 256
+
+type counts struct{ events, lost, dropped, corrupt, lastSeq uint64 }
+
+type sharedCounts struct{ events, lost, dropped, corrupt, lastSeq atomic.Uint64 }
+
+func (r *Ring) publish() {
+	r.shared.events.Store(r.count.events)
+	r.shared.lost.Store(r.count.lost)
+	r.shared.dropped.Store(r.count.dropped)
+	r.shared.corrupt.Store(r.count.corrupt)
+	r.shared.lastSeq.Store(r.count.lastSeq)
+	r.unpublished = 0
+}
+
+// NewRing checks a mapping of a ring and returns its reader, positioned at
+// tail_pos: the oldest surviving event.
+func NewRing(mapping []byte) (*Ring, error) {
+	if len(mapping) < MapDataOff {
+		return nil, fmt.Errorf("open ring: mapping of %d bytes is shorter than the metadata pages", len(mapping))
+	}
+	if uintptr(unsafe.Pointer(&mapping[0]))%8 != 0 {
+		return nil, fmt.Errorf("open ring: mapping is not 8-byte aligned")
+	}
+	meta := mapping[:MetaPageSize]
+	if string(meta[MetaMagicOff:MetaMagicOff+RingMagicLen]) != RingMagic {
+		return nil, fmt.Errorf("open ring: bad magic %q", meta[MetaMagicOff:MetaMagicOff+RingMagicLen])
+	}
+	if v := binary.LittleEndian.Uint32(meta[MetaVersionOff:]); v != RingVersion {
+		return nil, fmt.Errorf("open ring: version %d, this library reads version %d", v, RingVersion)
+	}
+	capacity := binary.LittleEndian.Uint64(meta[MetaCapacityOff:])
+	if capacity < CapacityMin || capacity > CapacityMax || bits.OnesCount64(capacity) != 1 {
+		return nil, fmt.Errorf("open ring: capacity %d is not a power of two in [%d, %d]", capacity, CapacityMin, CapacityMax)
+	}
+	if off := binary.LittleEndian.Uint64(meta[MetaDataOffOff:]); off != MapDataOff {
+		return nil, fmt.Errorf("open ring: data offset %d, want %d", off, MapDataOff)
+	}
+	if uint64(len(mapping)) < MapSize(capacity) {
+		return nil, fmt.Errorf("open ring: mapping of %d bytes, a ring of capacity %d needs %d", len(mapping), capacity, MapSize(capacity))
+	}
+	r := &Ring{
+		mapping:  mapping,
+		data:     mapping[MapDataOff:MapSize(capacity)],
+		capacity: capacity,
+		mask:     capacity - 1,
+		cpu:      int(binary.LittleEndian.Uint16(meta[MetaCPUIDOff:])),
+		writePos: (*atomic.Uint64)(unsafe.Pointer(&mapping[MetaWritePosOff])),
+		tailPos:  (*atomic.Uint64)(unsafe.Pointer(&mapping[MetaTailPosOff])),
+		gen:      (*atomic.Uint64)(unsafe.Pointer(&mapping[MetaGenOff])),
+		futex:    (*atomic.Uint32)(unsafe.Pointer(&mapping[MetaFutexOff])),
+		needWake: (*atomic.Uint32)(unsafe.Pointer(&mapping[MetaNeedWakeOff])),
+	}
+	r.gen0 = r.gen.Load()
+	r.readPos = r.tailPos.Load()
+	return r, nil
+}
+
+// CPU returns the CPU the ring belongs to.
+func (r *Ring) CPU() int { return r.cpu }
+
+// Capacity returns the size of the ring's data region in bytes.
+func (r *Ring) Capacity() uint64 { return r.capacity }
+
+// Generation returns the ring's generation as the producer shows it now.
+func (r *Ring) Generation() uint64 { return r.gen.Load() }
+
+// WritePos returns the producer's write position.
+func (r *Ring) WritePos() uint64 { return r.writePos.Load() }
+
+// TailPos returns the position of the oldest surviving event.
+func (r *Ring) TailPos() uint64 { return r.tailPos.Load() }
+
+// ReadPos returns where the next Read starts.
+func (r *Ring) ReadPos() uint64 { return r.readPos }
+
+// SeekEnd moves the read position to the current end: Read returns only
+// events published from now on.
+func (r *Ring) SeekEnd() { r.readPos = r.writePos.Load() }
+
+// SeekTail moves the read position to the oldest surviving event.
+func (r *Ring) SeekTail() { r.readPos = r.tailPos.Load() }
+
+// Stats returns what the ring's reader counted. It may be called from any
+// goroutine; while the reader is busy it may lag by up to 256 events, and
+// it is exact whenever the reader has caught up with the producer.
+func (r *Ring) Stats() Stats {
+	return Stats{
+		CPU:          r.cpu,
+		Generation:   r.gen0,
+		Events:       r.shared.events.Load(),
+		Lost:         r.shared.lost.Load(),
+		Dropped:      r.shared.dropped.Load(),
+		Corrupt:      r.shared.corrupt.Load(),
+		LastSequence: r.shared.lastSeq.Load(),
+	}
+}
+
+// Close unmaps the ring if this package mapped it.
+func (r *Ring) Close() error {
+	if r.closer == nil {
+		return nil
+	}
+	c := r.closer
+	r.closer = nil
+	return c()
+}
+
+// generationChanged reports whether the producer has replaced this ring.
+// Once it has, write_pos is final.
+func (r *Ring) generationChanged() bool { return r.gen.Load() != r.gen0 }
+
+// Read returns the next event in rec. It returns false when there is none
+// yet, and a *CorruptError when the event at the read position has sizes
+// that cannot be right; the reader has then already moved on to the next
+// position it can trust, so reading may go on. rec's Payload and Raw point
+// into the Ring's own copy of the events, valid until the next Read.
+//
+// Events are copied out of the ring a chunk at a time, with one check of
+// tail_pos after each copy rather than one per event: a chunk copied
+// while tail_pos stayed at or behind its start is whole, since the
+// producer moves tail_pos past bytes before it overwrites them.
+func (r *Ring) Read(rec *Record) (bool, error) {
+	for {
+		if r.readPos >= r.bufPos && r.readPos-r.bufPos < uint64(len(r.buf)) {
+			ev := r.buf[r.readPos-r.bufPos:]
+			size := uint64(HdrBaseSize) // what must be there to read the header
+			if len(ev) >= HdrBaseSize {
+				size = uint64(binary.LittleEndian.Uint32(ev))
+			}
+			if size <= uint64(len(ev)) {
+				hdr := binary.LittleEndian.Uint32(ev[HdrHeaderSizeOff:])
+				typeLen := uint32(binary.LittleEndian.Uint16(ev[HdrTypeLenOff:]))
+				if size <= HdrBaseSize || size > r.capacity/2 || uint64(hdr) > size ||
+					typeLen == 0 || HdrBaseSize+typeLen > hdr {
+					return false, r.corrupt(size, r.sizeProblem(size, hdr, typeLen))
+				}
+				r.readPos += size
+				rec.raw = ev[:size:size]
+				rec.parse()
+				if rec.Sequence <= r.skipThrough {
+					continue
+				}
+				r.account(rec.Sequence)
+				if r.unpublished >= publishEvery || r.readPos == r.bufW {
+					r.publish()
+				}
+				return true, nil
+			}
+			if r.bufPos+uint64(len(r.buf)) == r.bufW {
+				// The copy ends at write_pos: the event claims bytes
+				// that were never published.
+				reason := "beyond write_pos"
+				if size > r.capacity/2 {
+					reason = "larger than half the ring"
+				}
+				return false, r.corrupt(size, reason)
+			}
+			// Cut off by the end of the chunk: copy on from its start.
+		}
+		if ok, err := r.fill(); !ok || err != nil {
+			return false, err
+		}
+	}
+}
+
+// chunkSize is how much Read copies out of the ring at a time.
+const chunkSize = 64 << 10
+
+// fill copies the published bytes from the read position on, up to a
+// chunk or one whole event if that is larger. It returns false when there
+// is nothing to read.
+func (r *Ring) fill() (bool, error) {
+	for {
+		w := r.writePos.Load()
+		if r.readPos == w {
+			if r.unpublished != 0 {
+				r.publish()
+			}
+			return false, nil
+		}
+		if t := r.tailPos.Load(); r.readPos < t {
+			r.lap(t)
+			continue
+		}
+		if r.readPos > w {
+			return false, r.corrupt(0, "read position beyond write_pos")
+		}
+		n := min(w-r.readPos, chunkSize)
+		off := r.readPos & r.mask
+		if size := uint64(binary.LittleEndian.Uint32(r.data[off:])); size > n && size <= min(w-r.readPos, r.capacity/2) {
+			n = size
+		}
+		// The data is mapped twice, so off+n never runs past it: n is at
+		// most capacity, since the producer keeps write_pos - tail_pos
+		// within it.
+		r.buf = append(r.buf[:0], r.data[off:off+n]...)
+		if t := r.tailPos.Load(); t > r.readPos {
+			r.lap(t) // torn: the producer overwrote bytes as we copied them
+			continue
+		}
+		r.bufPos, r.bufW = r.readPos, w
+		return true, nil
+	}
+}
+
+// sizeProblem says which check an event failed.
+func (r *Ring) sizeProblem(size uint64, hdr, typeLen uint32) string {
+	switch {
+	case size <= HdrBaseSize:
+		return "smaller than a header"
+	case size > r.capacity/2:
+		return "larger than half the ring"
+	case uint64(hdr) > size:
+		return fmt.Sprintf("header_size %d is larger", hdr)
+	case typeLen == 0:
+		return "empty type"
+	}
+	return fmt.Sprintf("type_len %d does not fit header_size %d", typeLen, hdr)
+}
+
+// lap moves a reader the producer overtook to the oldest surviving event.
+func (r *Ring) lap(tail uint64) {
+	r.readPos = tail
+	r.lapped = true
+}
+
+// corrupt resynchronises after a bad event at the read position: at
+// tail_pos if it is ahead, else at write_pos, the only other position known
+// to start an event. What is skipped counts as lost.
+func (r *Ring) corrupt(size uint64, reason string) error {
+	pos := r.readPos
+	next := r.writePos.Load()
+	if t := r.tailPos.Load(); t > pos {
+		next = t
+	}
+	r.readPos = next
+	r.lapped = true
+	r.count.corrupt++
+	r.publish()
+	return &CorruptError{CPU: r.cpu, Pos: pos, Size: uint32(size), Reason: reason, Skipped: next - pos}
+}
+
+// account counts the sequence gap before an event: events overwritten if
+// the reader was lapped since the last one, else dropped before they
+// reached the ring.
+func (r *Ring) account(seq uint64) {
+	c := &r.count
+	if c.lastSeq != 0 && seq > c.lastSeq+1 {
+		if r.lapped {
+			c.lost += seq - c.lastSeq - 1
+		} else {
+			c.dropped += seq - c.lastSeq - 1
+		}
+		r.unpublished = publishEvery // show a gap at once
+	}
+	r.lapped = false
+	c.lastSeq = seq
+	c.events++
+	r.unpublished++
+}
+
+// follow makes r, a new generation of old's ring, go on where old stopped:
+// events old returned are skipped and the counts carry over.
+func (r *Ring) follow(old *Ring) {
+	r.count = old.count
+	r.skipThrough = old.count.lastSeq
+	r.publish()
+	// Events between the last one read and the first the new ring holds
+	// were lost in the swap.
+	r.lapped = true
+}
+
+// armWait prepares to sleep (the consumer wait order of the UAPI header):
+// need_wake = 1 with a full barrier, then futex_counter, then write_pos
+// and the generation again. It returns the counter to pass to FUTEX_WAIT
+// and false when there is something to read after all.
+func (r *Ring) armWait() (uint32, bool) {
+	r.needWake.Store(1)
+	v := r.futex.Load()
+	if r.writePos.Load() != r.readPos || r.generationChanged() {
+		r.needWake.Store(0)
+		return 0, false
+	}
+	return v, true
+}
+
+// disarmWait clears need_wake once the reader is awake.
+func (r *Ring) disarmWait() { r.needWake.Store(0) }
+
+// ready reports, without side effects, whether Read would find something
+// or the ring was replaced.
+func (r *Ring) ready() bool {
+	return r.writePos.Load() != r.readPos || r.generationChanged()
+}

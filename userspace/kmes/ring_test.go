@@ -1,0 +1,355 @@
+package kmes_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"runtime/debug"
+	"strings"
+	"testing"
+
+	"github.com/kmes-project/kmes/userspace/internal/ringsim"
+	"github.com/kmes-project/kmes/userspace/kmes"
+)
+
+const testCapacity = kmes.CapacityMin // 64 KiB: wraps quickly
+
+func newSimRing(t testing.TB, capacity uint64) (*ringsim.Ring, *kmes.Ring) {
+	t.Helper()
+	p, err := ringsim.New(3, capacity, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	r, err := p.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, r
+}
+
+// payloadFor is a msgpack bin 8 whose bytes derive from seq, so that a
+// reader can tell a whole event from a torn one.
+func payloadFor(seq uint64, n int) []byte {
+	p := make([]byte, 2+n)
+	p[0], p[1] = 0xc4, byte(n)
+	for i := range n {
+		p[2+i] = byte(seq*31 + uint64(i))
+	}
+	return p
+}
+
+func readAll(t testing.TB, r *kmes.Ring) []*kmes.Record {
+	t.Helper()
+	var out []*kmes.Record
+	var rec kmes.Record
+	for {
+		ok, err := r.Read(&rec)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		if !ok {
+			return out
+		}
+		out = append(out, rec.Clone())
+	}
+}
+
+func TestRingReadsEveryHeaderField(t *testing.T) {
+	p, r := newSimRing(t, testCapacity)
+	p.Now = func() int64 { return 1_700_000_000_123_456_789 }
+	p.Emit(kmes.OriginUser, "net.conn", payloadFor(1, 10))
+	p.Emit(7, "é", []byte{0xc0})
+	recs := readAll(t, r)
+	if len(recs) != 2 {
+		t.Fatalf("read %d events, want 2", len(recs))
+	}
+	want := []kmes.Record{
+		{CPU: 3, Sequence: 1, Timestamp: 1_700_000_000_123_456_789, Origin: 0, Type: "net.conn", Payload: payloadFor(1, 10)},
+		{CPU: 3, Sequence: 2, Timestamp: 1_700_000_000_123_456_789, Origin: 7, Type: "é", Payload: []byte{0xc0}},
+	}
+	for i, got := range recs {
+		w := want[i]
+		if got.CPU != w.CPU || got.Sequence != w.Sequence || got.Timestamp != w.Timestamp ||
+			got.Origin != w.Origin || got.Type != w.Type || !bytes.Equal(got.Payload, w.Payload) {
+			t.Errorf("event %d = %+v, want %+v", i, *got, w)
+		}
+		if len(got.Raw()) != kmes.HdrBaseSize+len(w.Type)+len(w.Payload) {
+			t.Errorf("event %d: raw is %d bytes", i, len(got.Raw()))
+		}
+	}
+	if s := r.Stats(); s.Events != 2 || s.Lost != 0 || s.Dropped != 0 || s.LastSequence != 2 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestRingPayloadFoundByHeaderSize(t *testing.T) {
+	// A later version may add header fields: the payload starts at
+	// header_size, not at 29 + type_len.
+	p, r := newSimRing(t, testCapacity)
+	raw := make([]byte, 29+3+4+1)
+	binary.LittleEndian.PutUint32(raw[0:], uint32(len(raw)))
+	binary.LittleEndian.PutUint32(raw[4:], 29+3+4)
+	binary.LittleEndian.PutUint64(raw[16:], 1)
+	binary.LittleEndian.PutUint16(raw[27:], 3)
+	copy(raw[29:], "abc")
+	raw[len(raw)-1] = 0xc3
+	p.WriteRaw(raw)
+	recs := readAll(t, r)
+	if len(recs) != 1 || recs[0].Type != "abc" || !bytes.Equal(recs[0].Payload, []byte{0xc3}) {
+		t.Fatalf("read %+v", recs)
+	}
+}
+
+func TestRingWrapsThroughTheDoubleMapping(t *testing.T) {
+	p, r := newSimRing(t, testCapacity)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var rec kmes.Record
+	// Odd sizes put events across the end of the buffer in every way.
+	for seq := uint64(1); seq <= 5000; seq++ {
+		n := 1 + rng.IntN(250)
+		p.Emit(0, "wrap", payloadFor(seq, n))
+		ok, err := r.Read(&rec)
+		if !ok || err != nil {
+			t.Fatalf("event %d: read %v %v", seq, ok, err)
+		}
+		if rec.Sequence != seq || !bytes.Equal(rec.Payload, payloadFor(seq, n)) {
+			t.Fatalf("event %d: got sequence %d payload %x", seq, rec.Sequence, rec.Payload)
+		}
+	}
+	if p.WritePos() < 4*testCapacity {
+		t.Fatalf("only %d bytes written: the ring did not wrap enough", p.WritePos())
+	}
+	if s := r.Stats(); s.Events != 5000 || s.Lost != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestRingLappedReaderSkipsToTail(t *testing.T) {
+	p, r := newSimRing(t, testCapacity)
+	p.Emit(0, "t", payloadFor(1, 100))
+	if recs := readAll(t, r); len(recs) != 1 {
+		t.Fatalf("read %d", len(recs))
+	}
+	// Four ring-fulls while the reader sleeps.
+	const n = 4 * testCapacity / 160
+	for seq := uint64(2); seq <= n; seq++ {
+		p.Emit(0, "t", payloadFor(seq, 100+int(seq%30)))
+	}
+	recs := readAll(t, r)
+	if len(recs) == 0 {
+		t.Fatal("nothing survived")
+	}
+	first := recs[0].Sequence
+	for i, rec := range recs {
+		if rec.Sequence != first+uint64(i) || !bytes.Equal(rec.Payload, payloadFor(rec.Sequence, 100+int(rec.Sequence%30))) {
+			t.Fatalf("event %d: sequence %d, payload wrong or out of order", i, rec.Sequence)
+		}
+	}
+	if last := recs[len(recs)-1].Sequence; last != n {
+		t.Fatalf("last sequence %d, want %d", last, n)
+	}
+	s := r.Stats()
+	if s.Lost != first-2 || s.Dropped != 0 || s.Events != 1+uint64(len(recs)) {
+		t.Errorf("stats %+v, want Lost %d (events 2..%d overwritten)", s, first-2, first-1)
+	}
+}
+
+func TestRingCountsDropsSeparately(t *testing.T) {
+	p, r := newSimRing(t, testCapacity)
+	p.Emit(0, "t", []byte{0xc0})
+	p.Drop()
+	p.Drop()
+	p.Emit(0, "t", []byte{0xc0})
+	if seq := p.Emit(0, "big", make([]byte, testCapacity/2)); seq != 0 {
+		t.Fatalf("an event larger than half the ring was written (sequence %d)", seq)
+	}
+	p.Emit(0, "t", []byte{0xc0})
+	recs := readAll(t, r)
+	if len(recs) != 3 || recs[1].Sequence != 4 || recs[2].Sequence != 6 {
+		t.Fatalf("read %d events", len(recs))
+	}
+	if s := r.Stats(); s.Dropped != 3 || s.Lost != 0 {
+		t.Errorf("stats %+v, want 3 dropped, none lost", s)
+	}
+}
+
+func TestRingSeekEnd(t *testing.T) {
+	p, r := newSimRing(t, testCapacity)
+	p.Emit(0, "old", []byte{0xc0})
+	r.SeekEnd()
+	p.Emit(0, "new", []byte{0xc0})
+	recs := readAll(t, r)
+	if len(recs) != 1 || recs[0].Type != "new" {
+		t.Fatalf("read %+v", recs)
+	}
+	r.SeekTail()
+	if recs := readAll(t, r); len(recs) != 2 || recs[0].Type != "old" {
+		t.Fatalf("after SeekTail read %+v", recs)
+	}
+}
+
+// rawEvent builds an event with the given header fields.
+func rawEvent(size, hdrSize uint32, typeLen uint16, total int) []byte {
+	b := make([]byte, total)
+	binary.LittleEndian.PutUint32(b[0:], size)
+	binary.LittleEndian.PutUint32(b[4:], hdrSize)
+	binary.LittleEndian.PutUint64(b[16:], 99)
+	binary.LittleEndian.PutUint16(b[27:], typeLen)
+	return b
+}
+
+func TestRingCorruptSizes(t *testing.T) {
+	cases := []struct {
+		name   string
+		raw    []byte
+		reason string
+	}{
+		{"event_size 0", rawEvent(0, 30, 1, 40), "smaller than a header"},
+		{"event_size below the header", rawEvent(20, 30, 1, 40), "smaller than a header"},
+		{"event_size beyond write_pos", rawEvent(40+35+1, 30, 1, 40), "beyond write_pos"}, // "after" is 35 bytes
+		{"event_size over half the ring", rawEvent(testCapacity/2+1, 30, 1, 40), "larger than half the ring"},
+		{"event_size huge", rawEvent(0xffffffff, 30, 1, 40), "larger than half the ring"},
+		{"header_size beyond the event", rawEvent(40, 41, 1, 40), "header_size 41 is larger"},
+		{"empty type", rawEvent(40, 29, 0, 40), "empty type"},
+		{"type beyond header_size", rawEvent(40, 30, 2, 40), "type_len 2 does not fit header_size 30"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p, r := newSimRing(t, testCapacity)
+			p.Emit(0, "before", []byte{0xc0})
+			p.WriteRaw(c.raw)
+			p.Emit(0, "after", []byte{0xc2})
+			var rec kmes.Record
+			if ok, err := r.Read(&rec); !ok || err != nil || rec.Type != "before" {
+				t.Fatalf("first read: %v %v %q", ok, err, rec.Type)
+			}
+			ok, err := r.Read(&rec)
+			var ce *kmes.CorruptError
+			if ok || !errors.As(err, &ce) || !errors.Is(err, kmes.ErrCorrupt) {
+				t.Fatalf("read of the corrupt event: %v %v, want a CorruptError", ok, err)
+			}
+			if ce.CPU != 3 || ce.Pos != 36 || !strings.Contains(ce.Reason, c.reason) {
+				t.Errorf("error %q: want cpu 3, position 36, reason %q", err, c.reason)
+			}
+			// Resynchronised at write_pos (tail_pos is behind): the event
+			// after the bad one is lost with it, and counted so.
+			if ok, err := r.Read(&rec); ok || err != nil {
+				t.Errorf("after resynchronising read %v %v, want nothing", ok, err)
+			}
+			if r.ReadPos() != p.WritePos() {
+				t.Errorf("read position %d, want write_pos %d", r.ReadPos(), p.WritePos())
+			}
+			p.Emit(0, "later", []byte{0xc3})
+			if ok, err := r.Read(&rec); !ok || err != nil || rec.Type != "later" {
+				t.Fatalf("read after resynchronising: %v %v %q", ok, err, rec.Type)
+			}
+			if s := r.Stats(); s.Corrupt != 1 || s.Lost != 1 || s.Dropped != 0 {
+				t.Errorf("stats %+v, want 1 corrupt, 1 lost (the event after the bad one)", s)
+			}
+		})
+	}
+}
+
+func TestRingCorruptionResyncsAtTail(t *testing.T) {
+	// When tail_pos is ahead of the bad event, the reader goes there and
+	// reads on.
+	p, r := newSimRing(t, testCapacity)
+	p.Emit(0, "a", []byte{0xc0})
+	readAll(t, r)
+	p.WriteRaw(rawEvent(0, 0, 0, 64)) // at position 31
+	for seq := uint64(3); p.TailPos() <= 31; seq++ {
+		p.Emit(0, "fill", payloadFor(seq, 200))
+	}
+	recs := readAll(t, r)
+	if len(recs) == 0 || recs[len(recs)-1].Sequence != p.Sequence() {
+		t.Fatalf("did not read to the end after the lap")
+	}
+}
+
+func FuzzRingNeverPanics(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 0}, uint16(4))
+	f.Add(rawEvent(40, 30, 1, 40), uint16(40))
+	f.Add(rawEvent(0xffffffff, 0xffffffff, 0xffff, 64), uint16(64))
+	f.Fuzz(func(t *testing.T, raw []byte, advance uint16) {
+		if len(raw) == 0 || len(raw) > testCapacity/4 {
+			return
+		}
+		p, r := newSimRing(t, testCapacity)
+		p.WriteRaw(raw)
+		p.Emit(0, "end", []byte{0xc0})
+		var rec kmes.Record
+		for i := 0; i < 1000; i++ {
+			ok, err := r.Read(&rec)
+			if err == nil && !ok {
+				break
+			}
+			if ok && r.ReadPos() > p.WritePos() {
+				t.Fatalf("read past write_pos")
+			}
+			if ok && len(rec.Raw()) > len(raw)+kmes.HdrBaseSize+4 {
+				t.Fatalf("event of %d bytes from %d written", len(rec.Raw()), len(raw))
+			}
+		}
+		if r.ReadPos() != p.WritePos() {
+			t.Fatalf("read position %d, write_pos %d", r.ReadPos(), p.WritePos())
+		}
+	})
+}
+
+func TestNewRingRejectsBadMappings(t *testing.T) {
+	p, _ := newSimRing(t, testCapacity)
+	good, err := p.Mapping()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mutate := func(off int, b ...byte) []byte {
+		m := make([]byte, len(good))
+		copy(m, good)
+		copy(m[off:], b)
+		return m
+	}
+	le64 := func(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
+	cases := []struct {
+		name string
+		m    []byte
+		want string
+	}{
+		{"short", good[:100], "shorter than the metadata pages"},
+		{"magic", mutate(0, 'X'), "bad magic"},
+		{"version", mutate(kmes.MetaVersionOff, 2), "version 2"},
+		{"capacity not a power of two", mutate(kmes.MetaCapacityOff, le64(testCapacity+1)...), "not a power of two"},
+		{"capacity too small", mutate(kmes.MetaCapacityOff, le64(4096)...), "not a power of two in"},
+		{"data offset", mutate(kmes.MetaDataOffOff, le64(4096)...), "data offset 4096"},
+		{"mapping too short for the capacity", good[:kmes.MapSize(testCapacity)-1], "needs"},
+	}
+	for _, c := range cases {
+		if _, err := kmes.NewRing(c.m); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error saying %q", c.name, err, c.want)
+		}
+	}
+}
+
+func TestSimulatorMapsTheReaderReadOnly(t *testing.T) {
+	// Like the kernel's, a reader's mapping has the producer page and the
+	// data read-only and only the consumer page writable.
+	p, _ := newSimRing(t, testCapacity)
+	m, err := p.Mapping()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m[kmes.MetaNeedWakeOff] = 0
+	for _, off := range []int{0, kmes.MetaWritePosOff, kmes.MapDataOff, kmes.MapDataOff + testCapacity} {
+		if !faults(func() { m[off] = 1 }) {
+			t.Errorf("write at offset %d did not fault", off)
+		}
+	}
+}
+
+func faults(f func()) (faulted bool) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() { faulted = recover() != nil }()
+	f()
+	return false
+}
