@@ -49,7 +49,9 @@ type Stats struct {
 	// ring: the other sequence gaps.
 	Dropped uint64
 	// Corrupt counts impossible events the reader skipped.
-	Corrupt      uint64
+	Corrupt uint64
+	// LastSequence is the sequence number of the last event returned;
+	// before the first, of the one before where the reader started.
 	LastSequence uint64
 }
 
@@ -147,24 +149,11 @@ func (c *Consumer) drain(rd *Reader, fn func(*Record) error) error {
 			c.opts.OnError(err)
 		}
 	}
-	var rec Record
-	for {
-		err := rd.Read(&rec)
-		switch {
-		case err == nil:
-			if err := fn(&rec); err != nil {
-				return err
-			}
-		case errors.Is(err, ErrClosed):
-			return nil
-		case errors.Is(err, ErrCorrupt):
-			if c.opts.OnError != nil {
-				c.opts.OnError(err)
-			}
-		default:
-			return err
+	return rd.each(fn, func(err error) {
+		if c.opts.OnError != nil {
+			c.opts.OnError(err)
 		}
-	}
+	})
 }
 
 // ReadMerged calls fn, from the calling goroutine, for every event in

@@ -1,6 +1,7 @@
 package kmes
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -93,15 +94,49 @@ func (rd *Reader) current() *Ring {
 	return rd.ring
 }
 
-// Read copies the next event into rec, waiting for one if need be. It
+// Read returns the next event in rec, waiting for one if need be. It
 // returns ErrClosed once the Reader is closed, and a *CorruptError (after
-// which reading may go on) when the ring holds an impossible event.
+// which reading may go on) when the ring holds an impossible event. rec's
+// Payload points into the Reader's memory until the next Read.
 func (rd *Reader) Read(rec *Record) error {
 	rd.reading.Store(true)
+	err := rd.read(rec)
+	rd.reading.Store(false)
+	if err == ErrClosed { // read returns it as it is
+		rd.unmap()
+	}
+	return err
+}
+
+// each calls fn with every event until the Reader is closed (it then
+// returns nil) or fn fails, and tells onCorrupt of corruption it got past.
+// It is Read in a loop that says once, not per event, that it is reading.
+func (rd *Reader) each(fn func(*Record) error, onCorrupt func(error)) error {
+	rd.reading.Store(true)
+	defer rd.reading.Store(false)
+	var rec Record
+	for {
+		err := rd.read(&rec)
+		switch {
+		case err == nil:
+			if err := fn(&rec); err != nil {
+				return err
+			}
+		case err == ErrClosed:
+			rd.unmap()
+			return nil
+		case errors.Is(err, ErrCorrupt):
+			onCorrupt(err)
+		default:
+			return err
+		}
+	}
+}
+
+// read is Read for a caller that has said it is reading.
+func (rd *Reader) read(rec *Record) error {
 	for {
 		if rd.closed.Load() {
-			rd.reading.Store(false)
-			rd.unmap()
 			return ErrClosed
 		}
 		// The generation is read before the ring is found empty: once it
@@ -109,12 +144,10 @@ func (rd *Reader) Read(rec *Record) error {
 		replaced := rd.ring.generationChanged()
 		ok, err := rd.ring.Read(rec)
 		if ok || err != nil {
-			rd.reading.Store(false)
 			return err
 		}
 		if replaced {
 			if err := rd.reattach(); err != nil {
-				rd.reading.Store(false)
 				return err
 			}
 			continue

@@ -3,6 +3,7 @@ package kmes
 import (
 	"encoding/binary"
 	"time"
+	"unsafe"
 )
 
 // Record is one event read from a ring. A Reader or Consumer reuses a
@@ -41,20 +42,33 @@ func (r *Record) Clone() *Record {
 	return &c
 }
 
-// parse fills r's fields from the event in r.raw, which the ring checked
-// (size, header_size and type_len bounds). The type string is reused when
-// it repeats the previous event's, the common case, to avoid an allocation
-// per event.
-func (r *Record) parse() {
-	b := r.raw
-	hdrSize := binary.LittleEndian.Uint32(b[HdrHeaderSizeOff:])
-	r.Timestamp = int64(binary.LittleEndian.Uint64(b[HdrTimestampOff:]))
-	r.Sequence = binary.LittleEndian.Uint64(b[HdrSequenceOff:])
-	r.CPU = int(binary.LittleEndian.Uint16(b[HdrCPUIDOff:]))
-	r.Origin = b[HdrOriginClassOff]
-	typeLen := int(binary.LittleEndian.Uint16(b[HdrTypeLenOff:]))
-	if typ := b[HdrTypeOff : HdrTypeOff+typeLen]; string(typ) != r.Type {
+// fill sets r's fields from ev, one whole event whose header_size and
+// type_len the ring checked. The type string is kept when it repeats the
+// previous event's, the common case, to save an allocation per event.
+func (r *Record) fill(ev []byte, hdr, typeLen uint32) {
+	_ = ev[HdrBaseSize-1]
+	r.raw = ev
+	r.Timestamp = int64(binary.LittleEndian.Uint64(ev[HdrTimestampOff:]))
+	r.Sequence = binary.LittleEndian.Uint64(ev[HdrSequenceOff:])
+	r.CPU = int(binary.LittleEndian.Uint16(ev[HdrCPUIDOff:]))
+	r.Origin = ev[HdrOriginClassOff]
+	if typ := ev[HdrTypeOff : HdrTypeOff+typeLen]; !sameString(typ, r.Type) {
 		r.Type = string(typ)
 	}
-	r.Payload = b[hdrSize:]
+	r.Payload = ev[hdr:]
+}
+
+// sameString reports whether b holds s. Up to 16 bytes it compares two
+// overlapping words instead of calling the runtime's memequal: this runs
+// once per event read.
+func sameString(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	if n := len(b); n >= 8 && n <= 16 {
+		sb := unsafe.Slice(unsafe.StringData(s), n)
+		return binary.LittleEndian.Uint64(b) == binary.LittleEndian.Uint64(sb) &&
+			binary.LittleEndian.Uint64(b[n-8:]) == binary.LittleEndian.Uint64(sb[n-8:])
+	}
+	return string(b) == s
 }

@@ -70,7 +70,12 @@ type Ring struct {
 
 const publishEvery = 256
 
-type counts struct{ events, lost, dropped, corrupt, lastSeq uint64 }
+type counts struct {
+	events, lost, dropped, corrupt, lastSeq uint64
+	// known: lastSeq is a real baseline (an event was read, or the
+	// sequence before the first one was), so a gap after it counts.
+	known bool
+}
 
 type sharedCounts struct{ events, lost, dropped, corrupt, lastSeq atomic.Uint64 }
 
@@ -122,7 +127,7 @@ func NewRing(mapping []byte) (*Ring, error) {
 		needWake: (*atomic.Uint32)(unsafe.Pointer(&mapping[MetaNeedWakeOff])),
 	}
 	r.gen0 = r.gen.Load()
-	r.readPos = r.tailPos.Load()
+	r.SeekTail()
 	return r, nil
 }
 
@@ -145,11 +150,28 @@ func (r *Ring) TailPos() uint64 { return r.tailPos.Load() }
 func (r *Ring) ReadPos() uint64 { return r.readPos }
 
 // SeekEnd moves the read position to the current end: Read returns only
-// events published from now on.
-func (r *Ring) SeekEnd() { r.readPos = r.writePos.Load() }
+// events published from now on. Gaps count from the first event read.
+func (r *Ring) SeekEnd() {
+	r.readPos = r.writePos.Load()
+	r.count.lastSeq, r.count.known = 0, false
+	r.publish()
+}
 
-// SeekTail moves the read position to the oldest surviving event.
-func (r *Ring) SeekTail() { r.readPos = r.tailPos.Load() }
+// SeekTail moves the read position to the oldest surviving event. Events
+// the producer overwrites before they are read count as lost from there.
+func (r *Ring) SeekTail() {
+	r.readPos = r.tailPos.Load()
+	if r.readPos == r.writePos.Load() {
+		return
+	}
+	// The sequence number of the event at tail_pos, if it was not
+	// overwritten while it was read, is where counting starts.
+	seq := binary.LittleEndian.Uint64(r.data[r.readPos&r.mask+HdrSequenceOff:])
+	if r.tailPos.Load() == r.readPos && seq != 0 && !r.count.known {
+		r.count.lastSeq, r.count.known = seq-1, true
+		r.publish()
+	}
+}
 
 // Stats returns what the ring's reader counted. It may be called from any
 // goroutine; while the reader is busy it may lag by up to 256 events, and
@@ -199,6 +221,7 @@ func (r *Ring) Read(rec *Record) (bool, error) {
 				size = uint64(binary.LittleEndian.Uint32(ev))
 			}
 			if size <= uint64(len(ev)) {
+				// ev holds at least a header: size came from it.
 				hdr := binary.LittleEndian.Uint32(ev[HdrHeaderSizeOff:])
 				typeLen := uint32(binary.LittleEndian.Uint16(ev[HdrTypeLenOff:]))
 				if size <= HdrBaseSize || size > r.capacity/2 || uint64(hdr) > size ||
@@ -206,8 +229,7 @@ func (r *Ring) Read(rec *Record) (bool, error) {
 					return false, r.corrupt(size, r.sizeProblem(size, hdr, typeLen))
 				}
 				r.readPos += size
-				rec.raw = ev[:size:size]
-				rec.parse()
+				rec.fill(ev[:size:size], hdr, typeLen)
 				if rec.Sequence <= r.skipThrough {
 					continue
 				}
@@ -316,7 +338,7 @@ func (r *Ring) corrupt(size uint64, reason string) error {
 // reached the ring.
 func (r *Ring) account(seq uint64) {
 	c := &r.count
-	if c.lastSeq != 0 && seq > c.lastSeq+1 {
+	if c.known && seq > c.lastSeq+1 {
 		if r.lapped {
 			c.lost += seq - c.lastSeq - 1
 		} else {
@@ -325,7 +347,7 @@ func (r *Ring) account(seq uint64) {
 		r.unpublished = publishEvery // show a gap at once
 	}
 	r.lapped = false
-	c.lastSeq = seq
+	c.lastSeq, c.known = seq, true
 	c.events++
 	r.unpublished++
 }

@@ -353,3 +353,37 @@ func faults(f func()) (faulted bool) {
 	f()
 	return false
 }
+
+func TestRingLappedBeforeTheFirstRead(t *testing.T) {
+	// The reader opened at tail_pos (sequence 1); everything overwritten
+	// before its first read is lost to it and counted so.
+	p, _ := newSimRing(t, testCapacity)
+	p.Emit(0, "t", payloadFor(1, 100))
+	r, err := p.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(2); seq <= 2000; seq++ {
+		p.Emit(0, "t", payloadFor(seq, 100))
+	}
+	recs := readAll(t, r)
+	first := recs[0].Sequence
+	if s := r.Stats(); s.Lost != first-1 || s.Events+s.Lost != 2000 {
+		t.Errorf("stats %+v with the first event read %d: want %d lost", s, first, first-1)
+	}
+}
+
+func TestRingSeekEndCountsFromTheFirstRead(t *testing.T) {
+	p, r := newSimRing(t, testCapacity)
+	for seq := uint64(1); seq <= 10; seq++ {
+		p.Emit(0, "t", []byte{0xc0})
+	}
+	r.SeekEnd()
+	p.Emit(0, "t", []byte{0xc0})
+	if recs := readAll(t, r); len(recs) != 1 || recs[0].Sequence != 11 {
+		t.Fatalf("read %d events", len(recs))
+	}
+	if s := r.Stats(); s.Lost != 0 || s.Dropped != 0 || s.Events != 1 {
+		t.Errorf("stats %+v: the events before the end are neither lost nor dropped", s)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -165,4 +166,29 @@ func Current(t testing.TB) Run {
 		t.Fatalf("read run description: %v", err)
 	}
 	return r
+}
+
+// ReadCPUList reads a sysfs CPU or node list such as "0-1,3".
+func ReadCPUList(t testing.TB, path string) []int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int
+	for _, part := range strings.Split(strings.TrimSpace(string(b)), ",") {
+		lo, hi, ok := strings.Cut(part, "-")
+		if !ok {
+			hi = lo
+		}
+		a, err1 := strconv.Atoi(lo)
+		z, err2 := strconv.Atoi(hi)
+		if err1 != nil || err2 != nil || z < a {
+			t.Fatalf("%s: bad list %q", path, b)
+		}
+		for i := a; i <= z; i++ {
+			ids = append(ids, i)
+		}
+	}
+	return ids
 }

@@ -36,7 +36,7 @@ func TestKernelIsTheOneBuilt(t *testing.T) {
 
 func TestCPUs(t *testing.T) {
 	want := guest.Current(t).Topology
-	online := readCPUList(t, "/sys/devices/system/cpu/online")
+	online := guest.ReadCPUList(t, "/sys/devices/system/cpu/online")
 	if len(online) != want.CPUs {
 		t.Errorf("%d CPUs online %v, topology %s has %d", len(online), online, want.Name, want.CPUs)
 	}
@@ -44,7 +44,7 @@ func TestCPUs(t *testing.T) {
 
 func TestNUMANodes(t *testing.T) {
 	want := guest.Current(t).Topology
-	nodes := readCPUList(t, "/sys/devices/system/node/online")
+	nodes := guest.ReadCPUList(t, "/sys/devices/system/node/online")
 	if len(nodes) != want.Nodes {
 		t.Errorf("%d NUMA nodes online %v, topology %s has %d", len(nodes), nodes, want.Name, want.Nodes)
 	}
@@ -79,31 +79,6 @@ func TestHugePages(t *testing.T) {
 	if never := strings.Contains(string(thp), "[never]"); never == want.THP {
 		t.Errorf("transparent_hugepage/enabled is %q, topology %s wants THP=%v", strings.TrimSpace(string(thp)), want.Name, want.THP)
 	}
-}
-
-// readCPUList parses a sysfs list such as "0-1,3".
-func readCPUList(t *testing.T, path string) []int {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []int
-	for _, part := range strings.Split(strings.TrimSpace(string(b)), ",") {
-		lo, hi, ok := strings.Cut(part, "-")
-		if !ok {
-			hi = lo
-		}
-		a, err1 := strconv.Atoi(lo)
-		z, err2 := strconv.Atoi(hi)
-		if err1 != nil || err2 != nil || z < a {
-			t.Fatalf("%s: bad list %q", path, b)
-		}
-		for i := a; i <= z; i++ {
-			ids = append(ids, i)
-		}
-	}
-	return ids
 }
 
 func meminfoValue(t *testing.T, meminfo, key string) int {
