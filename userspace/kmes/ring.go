@@ -18,9 +18,10 @@ import (
 //
 //   - write_pos: loaded atomically (acquire) before any event byte; the
 //     producer stores it with release after the bytes.
-//   - tail_pos: loaded atomically (acquire) before an event is copied and
-//     again after: the producer stores it with release before overwriting
-//     older bytes, so a copy is whole if tail_pos did not pass it.
+//   - tail_pos: loaded atomically (acquire) before a chunk of events is
+//     copied out and again after: the producer stores it with release
+//     before it overwrites older bytes, so the copy is whole if tail_pos
+//     did not pass its start.
 //   - need_wake (consumer page, written by consumers only): stored 1 with
 //     a full barrier before futex_counter is loaded (Go's atomic store is
 //     XCHG on amd64), then write_pos is re-read; stored 0 after a wake.
@@ -239,16 +240,14 @@ func (r *Ring) Read(rec *Record) (bool, error) {
 				}
 				return true, nil
 			}
-			if r.bufPos+uint64(len(r.buf)) == r.bufW {
-				// The copy ends at write_pos: the event claims bytes
-				// that were never published.
-				reason := "beyond write_pos"
-				if size > r.capacity/2 {
-					reason = "larger than half the ring"
-				}
-				return false, r.corrupt(size, reason)
+			// The event does not fit the copy: either it cannot be, or the
+			// chunk cut it off and fill copies it whole from its start.
+			switch {
+			case size > r.capacity/2:
+				return false, r.corrupt(size, "larger than half the ring")
+			case size > r.bufW-r.readPos:
+				return false, r.corrupt(size, "beyond write_pos")
 			}
-			// Cut off by the end of the chunk: copy on from its start.
 		}
 		if ok, err := r.fill(); !ok || err != nil {
 			return false, err
