@@ -163,6 +163,11 @@ func (r *Ring) SeekEnd() {
 func (r *Ring) SeekTail() {
 	r.readPos = r.tailPos.Load()
 	if r.readPos == r.writePos.Load() {
+		// Empty. A CPU's first ring that was never written to starts at
+		// sequence 1; otherwise the next number is unknown.
+		if r.readPos == 0 && r.gen0 == 1 && !r.count.known {
+			r.count.lastSeq, r.count.known = 0, true
+		}
 		return
 	}
 	// The sequence number of the event at tail_pos, if it was not

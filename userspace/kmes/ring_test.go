@@ -423,3 +423,16 @@ func TestRingCorruptSizeInALargeRing(t *testing.T) {
 		})
 	}
 }
+
+func TestRingFreshRingLappedBeforeTheFirstRead(t *testing.T) {
+	// Opened on a CPU's first ring before anything was written: the first
+	// event will be sequence 1, so a lap before the first read is counted.
+	p, r := newSimRing(t, testCapacity)
+	for seq := uint64(1); seq <= 2000; seq++ {
+		p.Emit(0, "t", payloadFor(seq, 100))
+	}
+	recs := readAll(t, r)
+	if s := r.Stats(); s.Lost != recs[0].Sequence-1 || s.Events+s.Lost != 2000 {
+		t.Errorf("stats %+v, first event read %d", s, recs[0].Sequence)
+	}
+}
