@@ -100,6 +100,13 @@ func (rd *Reader) current() *Ring {
 // Payload points into the Reader's memory until the next Read.
 func (rd *Reader) Read(rec *Record) error {
 	rd.reading.Store(true)
+	// The common case first: an event is there.
+	if !rd.closed.Load() {
+		if ok, err := rd.ring.Read(rec); ok || err != nil {
+			rd.reading.Store(false)
+			return err
+		}
+	}
 	err := rd.read(rec)
 	rd.reading.Store(false)
 	if err == ErrClosed { // read returns it as it is

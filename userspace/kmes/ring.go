@@ -235,7 +235,19 @@ func (r *Ring) Read(rec *Record) (bool, error) {
 					return false, r.corrupt(size, r.sizeProblem(size, hdr, typeLen))
 				}
 				r.readPos += size
-				rec.fill(ev[:size:size], hdr, typeLen)
+				// The Record's fields, inline: this runs once per event.
+				ev = ev[:size:size]
+				rec.raw = ev
+				rec.Timestamp = int64(binary.LittleEndian.Uint64(ev[HdrTimestampOff:]))
+				rec.Sequence = binary.LittleEndian.Uint64(ev[HdrSequenceOff:])
+				rec.CPU = int(binary.LittleEndian.Uint16(ev[HdrCPUIDOff:]))
+				rec.Origin = ev[HdrOriginClassOff]
+				// A type that repeats the previous event's keeps its string:
+				// no allocation per event.
+				if typ := ev[HdrTypeOff : HdrTypeOff+typeLen]; !sameString(typ, rec.Type) {
+					rec.Type = string(typ)
+				}
+				rec.Payload = ev[hdr:]
 				if rec.Sequence <= r.skipThrough {
 					continue
 				}
