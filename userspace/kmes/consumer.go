@@ -41,6 +41,7 @@ const mergeMaxHeld = 1 << 16
 type Stats struct {
 	CPU        int
 	Generation uint64 // of the ring being read
+	Capacity   uint64 // of the ring being read, in bytes
 	Events     uint64 // events returned
 	// Lost counts events overwritten before this reader got to them:
 	// the sequence gaps across a lap (or a resynchronisation).

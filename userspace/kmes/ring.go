@@ -29,7 +29,6 @@ import (
 //
 // A Ring is not safe for concurrent use; its Stats are.
 type Ring struct {
-	mapping  []byte
 	data     []byte // both copies of the data pages
 	capacity uint64
 	mask     uint64
@@ -116,7 +115,6 @@ func NewRing(mapping []byte) (*Ring, error) {
 		return nil, fmt.Errorf("open ring: mapping of %d bytes, a ring of capacity %d needs %d", len(mapping), capacity, MapSize(capacity))
 	}
 	r := &Ring{
-		mapping:  mapping,
 		data:     mapping[MapDataOff:MapSize(capacity)],
 		capacity: capacity,
 		mask:     capacity - 1,
@@ -186,6 +184,7 @@ func (r *Ring) Stats() Stats {
 	return Stats{
 		CPU:          r.cpu,
 		Generation:   r.gen0,
+		Capacity:     r.capacity,
 		Events:       r.shared.events.Load(),
 		Lost:         r.shared.lost.Load(),
 		Dropped:      r.shared.dropped.Load(),

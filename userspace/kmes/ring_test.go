@@ -80,7 +80,8 @@ func TestRingReadsEveryHeaderField(t *testing.T) {
 			t.Errorf("event %d: raw is %d bytes", i, len(got.Raw()))
 		}
 	}
-	if s := r.Stats(); s.Events != 2 || s.Lost != 0 || s.Dropped != 0 || s.LastSequence != 2 {
+	if s := r.Stats(); s.Events != 2 || s.Lost != 0 || s.Dropped != 0 || s.LastSequence != 2 ||
+		s.Capacity != testCapacity || s.Generation != 1 {
 		t.Errorf("stats %+v", s)
 	}
 }

@@ -207,14 +207,6 @@ func TestDrain(t *testing.T) {
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
 		t.Fatalf("sched_setaffinity: %v", err)
 	}
-	rings, err := kmes.Attach()
-	if err != nil {
-		t.Fatalf("Attach: %v", err)
-	}
-	capacity := rings[0].Capacity()
-	for _, r := range rings {
-		r.Close()
-	}
 	rds, err := kmes.NewReaders(&kmes.Options{FromEnd: true})
 	if err != nil {
 		t.Fatalf("NewReaders: %v", err)
@@ -227,6 +219,7 @@ func TestDrain(t *testing.T) {
 	if rd.CPU() != 0 {
 		t.Fatalf("the first reader is of cpu %d, want 0", rd.CPU())
 	}
+	capacity := rd.Stats().Capacity
 	// The first drain faults the mapping in; the next ones are timed.
 	drain(t, rd, capacity, 64)
 	for _, size := range []int{64, 1024} {

@@ -134,20 +134,12 @@ func TestOverload(t *testing.T) {
 	requireSysAdmin(t)
 	cpu := targetCPU()
 	pin(t, cpu)
-	rings, err := kmes.Attach()
-	if err != nil {
-		t.Fatalf("Attach: %v", err)
-	}
-	capacity := rings[0].Capacity()
-	for _, r := range rings {
-		r.Close()
-	}
-
 	c, err := kmes.NewConsumer(&kmes.Options{FromEnd: true})
 	if err != nil {
 		t.Fatalf("NewConsumer: %v", err)
 	}
 	defer c.Close()
+	capacity := c.Stats()[0].Capacity
 	var (
 		mu       sync.Mutex
 		last     = map[int]uint64{} // per CPU: the last sequence seen
