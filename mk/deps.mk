@@ -3,7 +3,7 @@
 # it first.
 
 APT_PACKAGES := qemu-system-x86 build-essential bc bison flex libelf-dev \
-	libssl-dev cpio ccache linux-source-6.12 xz-utils git python3 kmod
+	libssl-dev cpio ccache linux-source-6.12 xz-utils git python3 kmod rsync
 
 .PHONY: deps
 deps:
