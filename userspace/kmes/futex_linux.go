@@ -1,8 +1,8 @@
 package kmes
 
 import (
+	"fmt"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -15,13 +15,16 @@ const (
 	futexWakeOp = 1 // FUTEX_WAKE
 )
 
-// futexWait sleeps while *word == val, for at most timeout. A wake-up, a
-// changed value (EAGAIN), a signal and the timeout all just return: the
-// caller re-checks the ring.
-func futexWait(word *atomic.Uint32, val uint32, timeout time.Duration) {
-	ts := unix.NsecToTimespec(timeout.Nanoseconds())
-	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(word)), futexWaitOp, uintptr(val),
-		uintptr(unsafe.Pointer(&ts)), 0, 0)
+// futexWait sleeps while *word == val. A wake-up, a changed value
+// (EAGAIN) and a signal return nil: the caller re-checks the ring. Any
+// other error would recur on every wait, so it is returned.
+func futexWait(word *atomic.Uint32, val uint32) error {
+	_, _, errno := unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(word)), futexWaitOp, uintptr(val), 0, 0, 0)
+	switch errno {
+	case 0, unix.EAGAIN, unix.EINTR:
+		return nil
+	}
+	return fmt.Errorf("futex_wait: %w", errno)
 }
 
 // futexWake wakes every waiter on word.

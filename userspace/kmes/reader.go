@@ -25,11 +25,6 @@ const (
 	// costs little.
 	spinMax = 1 << 12
 	spinMin = 16
-	// waitTimeout bounds one futex sleep. need_wake is one byte per ring
-	// shared by every consumer of it: another consumer that wakes and
-	// clears it can leave this one asleep with the request withdrawn.
-	// Waking once a second bounds that rare delay.
-	waitTimeout = time.Second
 	// closeWakeEvery is how often Close repeats its wake-up while the
 	// reader has not left its wait: a wake sent just before the reader
 	// entered FUTEX_WAIT is not seen.
@@ -95,8 +90,9 @@ func (rd *Reader) current() *Ring {
 }
 
 // Read returns the next event in rec, waiting for one if need be. It
-// returns ErrClosed once the Reader is closed, and a *CorruptError (after
-// which reading may go on) when the ring holds an impossible event. rec's
+// returns ErrClosed once the Reader is closed, a *CorruptError (after
+// which reading may go on) when the ring holds an impossible event, and a
+// "futex_wait: " error when it cannot sleep (which would recur). rec's
 // Payload points into the Reader's memory until the next Read.
 func (rd *Reader) Read(rec *Record) error {
 	rd.reading.Store(true)
@@ -163,7 +159,9 @@ func (rd *Reader) read(rec *Record) error {
 			rd.onIdle()
 		}
 		if !rd.spinWait() {
-			rd.sleep()
+			if err := rd.sleep(); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -180,17 +178,16 @@ func (rd *Reader) spinWait() bool {
 	return false
 }
 
-// sleep waits on the ring's futex until the producer wakes it, Close does,
-// or waitTimeout passes.
-func (rd *Reader) sleep() {
+// sleep waits on the ring's futex until the producer wakes it or Close
+// does. The wait has no timeout: the wait protocol loses no wake-up.
+func (rd *Reader) sleep() error {
 	rd.waiting.Store(true)
 	defer rd.waiting.Store(false)
 	val, sleep := rd.ring.armWait()
 	if !sleep || rd.closed.Load() {
-		return
+		return nil
 	}
-	futexWait(rd.ring.futex, val, waitTimeout)
-	rd.ring.disarmWait()
+	return futexWait(rd.ring.futex, val)
 }
 
 // reattach replaces a ring whose generation changed, after it was drained.

@@ -111,7 +111,7 @@ func TestReaderSleepsUntilAnEvent(t *testing.T) {
 			t.Fatalf("read %v %q", err, rec.Type)
 		}
 	case <-time.After(500 * time.Millisecond):
-		t.Fatal("the producer's wake-up did not reach the sleeping reader (futex timeout is 1 s)")
+		t.Fatal("the producer's wake-up did not reach the sleeping reader")
 	}
 }
 
@@ -341,5 +341,51 @@ func TestReaderSwapUnderLoad(t *testing.T) {
 	st := rd.Stats()
 	if st.Events+st.Lost != total || st.Generation != uint64(1+swaps.Load()) {
 		t.Fatalf("stats %+v after %d swaps", st, swaps.Load())
+	}
+}
+
+// TestReaderWakeSharedWithOtherReaders has a second Reader of the same ring
+// (so of the same consumer page and need_wake) sleep and close over and
+// over while the first sleeps without a timeout: every event must wake the
+// first at once. A reader that withdrew the shared request when it woke
+// would leave the first asleep.
+func TestReaderWakeSharedWithOtherReaders(t *testing.T) {
+	s := newSource(t, 1, testCapacity)
+	sleeper := newReaders(t, s, true)[0]
+	taken := make(chan uint64)
+	go func() {
+		var rec kmes.Record
+		for sleeper.Read(&rec) == nil {
+			taken <- rec.Sequence
+		}
+		close(taken)
+	}()
+	for i := uint64(1); i <= 50; i++ {
+		other := newReaders(t, s, true)[0]
+		done := make(chan error, 1)
+		go func() {
+			var rec kmes.Record
+			done <- other.Read(&rec)
+		}()
+		time.Sleep(2 * time.Millisecond) // both readers spin out and sleep
+		other.Close()
+		if err := <-done; !errors.Is(err, kmes.ErrClosed) {
+			t.Fatalf("round %d: the other reader's Read: %v", i, err)
+		}
+		start := time.Now()
+		s.Producer(0).Emit(0, "wake", []byte{0xc0})
+		select {
+		case seq := <-taken:
+			if seq != i {
+				t.Fatalf("round %d: read sequence %d", i, seq)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: the sleeping reader was not woken", i)
+		}
+		// A lost wake-up could be hidden by a timed wait: a wake must come
+		// from the producer, well before any timeout of a second.
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Fatalf("round %d: the sleeping reader woke %v after the event", i, d)
+		}
 	}
 }

@@ -22,10 +22,15 @@ import (
 //     copied out and again after: the producer stores it with release
 //     before it overwrites older bytes, so the copy is whole if tail_pos
 //     did not pass its start.
-//   - need_wake (consumer page, written by consumers only): stored 1 with
-//     a full barrier before futex_counter is loaded (Go's atomic store is
-//     XCHG on amd64), then write_pos is re-read; stored 0 after a wake.
-//   - futex_counter and generation: loaded atomically.
+//   - need_wake (consumer page, shared by every consumer of the ring) and
+//     futex_counter form an eventcount: a reader about to sleep loads
+//     futex_counter (acquire) first, then stores need_wake = 1 with a full
+//     barrier (Go's atomic store is XCHG on amd64), then re-loads
+//     write_pos and the generation, and sleeps on the counter it loaded
+//     first. The producer, seeing need_wake set, clears it, then bumps
+//     futex_counter and wakes all. Readers only ever store 1: a 0 stored
+//     by one would withdraw another's request.
+//   - generation: loaded atomically.
 //
 // A Ring is not safe for concurrent use; its Stats are.
 type Ring struct {
@@ -378,22 +383,23 @@ func (r *Ring) follow(old *Ring) {
 	r.lapped = true
 }
 
-// armWait prepares to sleep (the consumer wait order of the UAPI header):
-// need_wake = 1 with a full barrier, then futex_counter, then write_pos
-// and the generation again. It returns the counter to pass to FUTEX_WAIT
-// and false when there is something to read after all.
+// armWait prepares to sleep (KMES.md §4, Wait). It returns the counter
+// to pass to FUTEX_WAIT, or false when there is something to read after
+// all. No wake-up is lost, whatever other readers of the ring do: if the
+// producer clears need_wake before our store, our store stands and its
+// next publish wakes us; if it clears it after our store, it bumps the
+// counter after our load, so the wait on the value loaded returns at once
+// (or the re-load sees the event). Were the counter loaded after the
+// store, a clear for an earlier event could land between the two and we
+// would sleep on the new counter with our request gone.
 func (r *Ring) armWait() (uint32, bool) {
-	r.needWake.Store(1)
 	v := r.futex.Load()
-	if r.writePos.Load() != r.readPos || r.generationChanged() {
-		r.needWake.Store(0)
+	r.needWake.Store(1)
+	if r.ready() {
 		return 0, false
 	}
 	return v, true
 }
-
-// disarmWait clears need_wake once the reader is awake.
-func (r *Ring) disarmWait() { r.needWake.Store(0) }
 
 // ready reports, without side effects, whether Read would find something
 // or the ring was replaced.

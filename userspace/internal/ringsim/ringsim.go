@@ -4,7 +4,8 @@
 // kernel maps them, and the producer follows the write protocol of
 // KMES.md §4: tail_pos is advanced (release) before older bytes are
 // overwritten, write_pos is published (release) after the bytes, then
-// need_wake is checked after a full barrier and the shared futex woken.
+// need_wake is checked after a full barrier and, if set, cleared before
+// futex_counter is bumped and the shared futex woken.
 //
 // Each Ring has one producer: Emit and the other writing methods must not
 // run concurrently with each other. Readers may run concurrently with it.
@@ -253,8 +254,12 @@ func (r *Ring) publish(pos uint64) {
 	r.wakeIfAsked()
 }
 
+// wakeIfAsked is the producer's half of the eventcount: need_wake is
+// cleared before futex_counter is bumped, so a reader that asks again
+// after the clear has loaded a counter the bump makes stale.
 func (r *Ring) wakeIfAsked() {
 	if r.needWake.Load()&0xff != 0 {
+		r.needWake.Store(0)
 		r.futex.Add(1)
 		unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(r.futex)), 1 /* FUTEX_WAKE */, 1<<31-1, 0, 0, 0)
 	}
