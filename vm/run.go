@@ -29,7 +29,9 @@ type GuestRun struct {
 	// Selftests are kselftest collections in the initramfs, e.g. "kmes".
 	Selftests []string
 	Args      []string // extra arguments for every test binary
-	Timeout   time.Duration
+	// Timeout is when the host kills QEMU (guest.DefaultVMTimeout if 0);
+	// the guest's tests get a deadline before it (guest.Deadline).
+	Timeout time.Duration
 	// LogDir receives <test name>.serial.log; empty means the test's temp
 	// directory.
 	LogDir string
@@ -103,13 +105,7 @@ type Results struct {
 // without judging it.
 func (r GuestRun) Boot(t testing.TB) *Results {
 	share := t.TempDir()
-	run := guest.Run{
-		Suites:    r.Suites,
-		Selftests: r.Selftests,
-		Args:      r.Args,
-		Topology:  r.Topology.Expect(),
-		Kernel:    guest.Kernel{Release: r.Kernel.Release, Version: r.Kernel.Version},
-	}
+	timeout, run := r.runDescription()
 	if err := run.Write(share); err != nil {
 		t.Fatal(err)
 	}
@@ -130,10 +126,6 @@ func (r GuestRun) Boot(t testing.TB) *Results {
 		t.Fatal(err)
 	}
 	serial := &lineCollector{w: logFile}
-	timeout := r.Timeout
-	if timeout == 0 {
-		timeout = 10 * time.Minute
-	}
 	t.Logf("booting %s (%s) with %s; serial log: %s", r.Topology.Name, r.Topology.Description, r.Kernel.Path, logPath)
 	vm := qemu.StartT(t, r.Topology.Name, qemu.ArchAMD64,
 		qemu.WithQEMUCommand(strings.Join(cmd, " ")),
@@ -148,6 +140,23 @@ func (r GuestRun) Boot(t testing.TB) *Results {
 		t.Errorf("QEMU: %v (a timeout means the guest hung: see %s)", err, logPath)
 	}
 	return &Results{ShareDir: share, Serial: serial.Lines(), KernelProblems: KernelLogProblems(serial.Lines())}
+}
+
+// runDescription returns when the host kills QEMU and the run
+// description for the guest, whose deadline comes before that.
+func (r GuestRun) runDescription() (time.Duration, guest.Run) {
+	timeout := r.Timeout
+	if timeout == 0 {
+		timeout = guest.DefaultVMTimeout
+	}
+	return timeout, guest.Run{
+		Suites:    r.Suites,
+		Selftests: r.Selftests,
+		Args:      r.Args,
+		Deadline:  guest.Deadline(timeout),
+		Topology:  r.Topology.Expect(),
+		Kernel:    guest.Kernel{Release: r.Kernel.Release, Version: r.Kernel.Version},
+	}
 }
 
 // SuiteExit returns the exit status of a guest suite's test binary.

@@ -4,6 +4,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/kmes-project/kmes/vm/guest"
 )
 
 func TestKernelLogProblems(t *testing.T) {
@@ -78,3 +81,21 @@ func TestLineCollector(t *testing.T) {
 type nopCloser struct{ strings.Builder }
 
 func (*nopCloser) Close() error { return nil }
+
+// The guest's deadline, in the run description, comes before the host
+// kills QEMU (the guest runner's side is tested in vm/cmd/kmes-guest).
+func TestRunDescriptionDeadline(t *testing.T) {
+	topo, err := LookupTopology("smp1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, set := range []time.Duration{0, 3 * time.Minute, 30 * time.Minute} {
+		timeout, run := GuestRun{Topology: topo, Timeout: set}.runDescription()
+		if set == 0 && timeout != guest.DefaultVMTimeout || set != 0 && timeout != set {
+			t.Errorf("Timeout %v: the host kills QEMU after %v", set, timeout)
+		}
+		if run.Deadline != guest.Deadline(timeout) || run.Deadline <= 0 || run.Deadline+guest.KillGrace+30*time.Second > timeout {
+			t.Errorf("Timeout %v: the guest's deadline is %v, the host kills QEMU after %v", set, run.Deadline, timeout)
+		}
+	}
+}

@@ -40,6 +40,45 @@ const (
 	SelftestTimeout = 120 * time.Second
 )
 
+// The host kills QEMU when a boot outlasts its timeout (DefaultVMTimeout
+// unless the boot sets another). The guest's own timeouts must fire first,
+// so that a hung guest test prints its goroutine dump (go test's
+// -test.timeout panic) to the share instead of dying with the VM. So the
+// host derives from its timeout the guest's deadline (Deadline) and puts it
+// in the run description; the guest runner gives each suite the time left
+// before it as -test.timeout, kills a suite KillGrace after that, stops
+// each kselftest program at the deadline at the latest, and starts nothing
+// with less than MinRun left.
+//
+// The deadline counts from the guest kernel's start on the guest's clock,
+// which under TCG follows the host's. Under -icount (make bench) guest
+// time counts instructions and may run slower than the host's: there the
+// order is not guaranteed.
+const (
+	DefaultVMTimeout = 10 * time.Minute
+	// KillGrace is how long after its -test.timeout the runner waits for
+	// a suite to print its dump and exit before it kills it.
+	KillGrace = 15 * time.Second
+	// MinRun is the least time left before the deadline for which the
+	// runner still starts a suite or a kselftest program.
+	MinRun = 5 * time.Second
+	// minMargin is the least time between the guest's deadline and the
+	// host's kill: QEMU's start and the firmware before the kernel's clock
+	// starts, KillGrace, writing the results and powering off.
+	minMargin = 45 * time.Second
+)
+
+// Deadline returns when, counted from the guest kernel's start, the tests
+// of a guest that the host kills after vmTimeout must be over: vmTimeout
+// less a tenth of it, and at least minMargin less (half of vmTimeout for
+// a timeout too short for that).
+func Deadline(vmTimeout time.Duration) time.Duration {
+	if vmTimeout <= 2*minMargin {
+		return vmTimeout / 2
+	}
+	return vmTimeout - max(vmTimeout/10, minMargin)
+}
+
 // SelftestListPath is where in the share the guest copies the list of a
 // kselftest collection's programs before it runs them.
 func SelftestListPath(collection string) string {
@@ -119,8 +158,11 @@ type Run struct {
 	// whose programs to run.
 	Selftests []string `json:"selftests,omitempty"`
 	Args      []string `json:"args,omitempty"` // extra arguments for every test binary
-	Topology  Topology `json:"topology"`
-	Kernel    Kernel   `json:"kernel"`
+	// Deadline is when, counted from the guest kernel's start, the tests
+	// must be over (see Deadline); 0 sets none.
+	Deadline time.Duration `json:"deadline,omitempty"`
+	Topology Topology      `json:"topology"`
+	Kernel   Kernel        `json:"kernel"`
 }
 
 // Write stores r as dir/run.json.

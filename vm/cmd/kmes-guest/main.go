@@ -47,42 +47,144 @@ func run(out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, suite := range r.Suites {
-		bin := filepath.Join(guest.TestDir, suite+".test")
-		cmd := exec.Command(bin, append([]string{"-test.v=test2json", "-test.timeout=20m"}, r.Args...)...)
-		cmd.Env = append(os.Environ(), guest.ConfigEnv+"="+filepath.Join(guest.ShareDir, guest.RunFile))
-		if err := runProgram(out, suite, cmd, 0); err != nil {
+	rn := &runner{
+		console:     out,
+		shareDir:    guest.ShareDir,
+		testDir:     guest.TestDir,
+		selftestDir: guest.SelftestDir,
+		run:         r,
+		deadline:    deadlineAt(r.Deadline, time.Now(), uptime()),
+	}
+	if !rn.deadline.IsZero() {
+		fmt.Fprintf(out, "kmes-guest: the tests must be over %v after boot (in %v)\n", r.Deadline, time.Until(rn.deadline).Round(time.Second))
+	}
+	return rn.all()
+}
+
+// uptime is how long ago the kernel started.
+func uptime() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
+
+// deadlineAt turns a deadline counted from the kernel's start into a time,
+// given the time and the uptime now; a zero deadline is none (zero time).
+func deadlineAt(deadline time.Duration, now time.Time, uptime time.Duration) time.Time {
+	if deadline == 0 {
+		return time.Time{}
+	}
+	return now.Add(deadline - uptime)
+}
+
+// runner runs the suites and kselftests of a run description, each within
+// what is left before the deadline (see guest.Deadline).
+type runner struct {
+	console     io.Writer
+	shareDir    string // guest.ShareDir
+	testDir     string // guest.TestDir
+	selftestDir string // guest.SelftestDir
+	run         guest.Run
+	deadline    time.Time // zero: none
+}
+
+func (rn *runner) all() error {
+	for _, suite := range rn.run.Suites {
+		if err := rn.suite(suite); err != nil {
 			return fmt.Errorf("suite %s: %w", suite, err)
 		}
 	}
-	for _, c := range r.Selftests {
-		if err := runSelftests(out, c); err != nil {
+	for _, c := range rn.run.Selftests {
+		if err := rn.selftests(c); err != nil {
 			return fmt.Errorf("kselftests %s: %w", c, err)
 		}
 	}
 	return nil
 }
 
-// runSelftests runs every program of a kselftest collection, each in its own
-// process group, killed after guest.SelftestTimeout. It first copies the
-// collection's list to the share, so that the host knows what should have
-// run.
-func runSelftests(console io.Writer, collection string) error {
-	dir := filepath.Join(guest.SelftestDir, collection)
+// timeLeft returns the time left before the deadline (0 without one) and
+// whether it is enough to start something.
+func (rn *runner) timeLeft() (time.Duration, bool) {
+	if rn.deadline.IsZero() {
+		return 0, true
+	}
+	left := time.Until(rn.deadline)
+	return left, left >= guest.MinRun
+}
+
+// suite runs a guest test binary with the time left as its -test.timeout,
+// so that a hung test prints every goroutine before the host kills QEMU;
+// it is killed KillGrace later if it has not ended by then.
+func (rn *runner) suite(suite string) error {
+	left, ok := rn.timeLeft()
+	if !ok {
+		return rn.notRun(suite, left)
+	}
+	kill := time.Duration(0)
+	if left > 0 {
+		kill = left + guest.KillGrace
+	}
+	return rn.runProgram(suite, rn.suiteCommand(suite, left), kill)
+}
+
+// suiteCommand is a suite's test binary, with -test.timeout set to left
+// (rounded down to the second) when there is a deadline.
+func (rn *runner) suiteCommand(suite string, left time.Duration) *exec.Cmd {
+	args := []string{"-test.v=test2json"}
+	if left > 0 {
+		args = append(args, "-test.timeout="+left.Truncate(time.Second).String())
+	}
+	cmd := exec.Command(filepath.Join(rn.testDir, suite+".test"), append(args, rn.run.Args...)...)
+	cmd.Env = append(os.Environ(), guest.ConfigEnv+"="+filepath.Join(rn.shareDir, guest.RunFile))
+	return cmd
+}
+
+// notRun records, as the output and exit status of what should have run,
+// that the deadline left no time for it.
+func (rn *runner) notRun(name string, left time.Duration) error {
+	msg := fmt.Sprintf("kmes-guest: %s not run: %v left before the deadline (%v after boot; what ran before took the time)\n",
+		name, left.Round(time.Second), rn.run.Deadline)
+	fmt.Fprint(rn.console, msg)
+	if err := os.WriteFile(filepath.Join(rn.shareDir, name+".out"), []byte(msg), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(rn.shareDir, name+".exit"), []byte("-1\n"), 0o644)
+}
+
+// selftests runs every program of a kselftest collection, each in its own
+// process group, killed after guest.SelftestTimeout or at the deadline. It
+// first copies the collection's list to the share, so that the host knows
+// what should have run.
+func (rn *runner) selftests(collection string) error {
+	dir := filepath.Join(rn.selftestDir, collection)
 	list, err := os.ReadFile(filepath.Join(dir, guest.SelftestList))
 	if err != nil {
 		return fmt.Errorf("the initramfs has no kselftest collection %s: %w", collection, err)
 	}
-	if err := os.MkdirAll(filepath.Join(guest.ShareDir, guest.SelftestPath(collection, "")), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(rn.shareDir, guest.SelftestPath(collection, "")), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(guest.ShareDir, guest.SelftestListPath(collection)), list, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(rn.shareDir, guest.SelftestListPath(collection)), list, 0o644); err != nil {
 		return err
 	}
 	for _, prog := range strings.Fields(string(list)) {
+		name := guest.SelftestPath(collection, prog)
+		left, ok := rn.timeLeft()
+		if !ok {
+			if err := rn.notRun(name, left); err != nil {
+				return err
+			}
+			continue
+		}
+		timeout := guest.SelftestTimeout
+		if left > 0 {
+			timeout = min(timeout, left)
+		}
 		cmd := exec.Command(filepath.Join(dir, prog))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := runProgram(console, guest.SelftestPath(collection, prog), cmd, guest.SelftestTimeout); err != nil {
+		if err := rn.runProgram(name, cmd, timeout); err != nil {
 			return fmt.Errorf("%s: %w", prog, err)
 		}
 	}
@@ -107,15 +209,16 @@ func mountShare() error {
 // the share, its exit status (128+N for signal N) to <name>.exit. A
 // timeout other than 0 kills cmd's process group when it runs out; a cmd
 // in its own process group has the group killed when it ends.
-func runProgram(console io.Writer, name string, cmd *exec.Cmd, timeout time.Duration) error {
-	f, err := os.Create(filepath.Join(guest.ShareDir, name+".out"))
+func (rn *runner) runProgram(name string, cmd *exec.Cmd, timeout time.Duration) error {
+	console := rn.console
+	f, err := os.Create(filepath.Join(rn.shareDir, name+".out"))
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	status := -1
 	defer func() {
-		_ = os.WriteFile(filepath.Join(guest.ShareDir, name+".exit"), []byte(strconv.Itoa(status)+"\n"), 0o644)
+		_ = os.WriteFile(filepath.Join(rn.shareDir, name+".exit"), []byte(strconv.Itoa(status)+"\n"), 0o644)
 	}()
 
 	cmd.Dir = os.TempDir()
