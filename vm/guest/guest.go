@@ -10,6 +10,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -190,14 +193,57 @@ func ReadRun(path string) (Run, error) {
 // InGuest reports whether this process was started by the guest runner.
 func InGuest() bool { return os.Getenv(ConfigEnv) != "" }
 
-// Main is TestMain for guest test packages. On the host it runs nothing and
-// says so: these tests need the patched kernel and run under 'make vmtest'.
+// Main is TestMain for guest test packages. In the guest it runs the
+// tests. On the host, where they would need the patched kernel, it reports
+// each of them skipped (--- SKIP in go test -v, with the reason: 'make
+// vmtest' runs them) instead of running nothing and printing ok.
 func Main(m *testing.M) {
-	if !InGuest() {
-		fmt.Println("guest tests: not in a KMES VM, nothing run (make vmtest runs them)")
-		os.Exit(0)
+	if InGuest() {
+		os.Exit(m.Run())
 	}
-	os.Exit(m.Run())
+	// testing.Main cannot write the go command's test log (which only
+	// serves go test's caching).
+	os.Args = slices.DeleteFunc(os.Args, func(a string) bool {
+		return strings.HasPrefix(a, "-test.testlogfile=")
+	})
+	testing.Main(regexp.MatchString, hostSkips(testNames(m)), nil, nil)
+}
+
+// HostSkip is why a guest test skips on the host.
+const HostSkip = "guest test: needs the KMES kernel, runs in the VM under 'make vmtest'"
+
+// hostSkips returns a test that skips for each name; one for the whole
+// package when the names are not known.
+func hostSkips(names []string) []testing.InternalTest {
+	if len(names) == 0 {
+		names = []string{"TestGuestSuite"}
+	}
+	tests := make([]testing.InternalTest, len(names))
+	for i, n := range names {
+		tests[i] = testing.InternalTest{Name: n, F: func(t *testing.T) { t.Skip(HostSkip) }}
+	}
+	return tests
+}
+
+// testNames returns the names of m's tests. testing.M does not export
+// them: reflect reads its tests field, and nil comes back if a Go release
+// renames it (the test of Main fails then).
+func testNames(m *testing.M) []string {
+	v := reflect.ValueOf(m).Elem().FieldByName("tests")
+	if !v.IsValid() || v.Kind() != reflect.Slice {
+		return nil
+	}
+	var names []string
+	for i := range v.Len() {
+		e := v.Index(i)
+		if e.Kind() != reflect.Struct {
+			return nil
+		}
+		if n := e.FieldByName("Name"); n.Kind() == reflect.String {
+			names = append(names, n.String())
+		}
+	}
+	return names
 }
 
 // Current returns the run description of this guest test run.
