@@ -2,7 +2,7 @@ package kmes
 
 import (
 	"container/heap"
-	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -20,10 +20,14 @@ type Options struct {
 	NoPin bool
 	// Source gives the rings; nil means KernelRings.
 	Source RingSource
-	// ReorderWindow is how long ReadMerged holds an event back so that
-	// an earlier event from another CPU can still go before it.
-	// Default DefaultReorderWindow.
+	// ReorderWindow is how long ReadMerged holds an event back, from the
+	// moment it was read, so that an earlier event from another CPU can
+	// still go before it. Default DefaultReorderWindow.
 	ReorderWindow time.Duration
+	// MaxHeldBytes bounds the events ReadMerged holds back, counted as
+	// their types and payloads: past it the earliest goes out at once.
+	// Default DefaultMaxHeldBytes.
+	MaxHeldBytes int
 	// OnError, if set, is told of the corruption a reader found and got
 	// past (a *CorruptError); it may be called from several goroutines.
 	// Corruption is counted in Stats either way.
@@ -33,8 +37,11 @@ type Options struct {
 // DefaultReorderWindow is the reorder window ReadMerged uses by default.
 const DefaultReorderWindow = 20 * time.Millisecond
 
-// mergeMaxHeld bounds what ReadMerged holds back: when more events than
-// this wait, the oldest goes out at once.
+// DefaultMaxHeldBytes is the MaxHeldBytes ReadMerged uses by default.
+const DefaultMaxHeldBytes = 16 << 20
+
+// mergeMaxHeld bounds the number of events ReadMerged holds back, for
+// small ones: when more wait, the earliest goes out at once.
 const mergeMaxHeld = 1 << 16
 
 // Stats is what a reader counted on one CPU's ring.
@@ -56,13 +63,24 @@ type Stats struct {
 	LastSequence uint64
 }
 
-// Consumer drains every CPU's ring, one goroutine per ring.
+// Consumer drains every CPU's ring, one goroutine per ring. It is read
+// once, by ReadPerCPU or ReadMerged: a read while another runs fails with
+// ErrBusy, and one after it returned (the Consumer is closed by then) with
+// ErrClosed.
 type Consumer struct {
 	opts    Options
 	readers []*Reader
 	mu      sync.Mutex
-	running bool
+	state   readState
 }
+
+type readState int
+
+const (
+	unread readState = iota
+	reading
+	readDone
+)
 
 // NewConsumer attaches to every CPU's ring. Close it when done.
 func NewConsumer(opts *Options) (*Consumer, error) {
@@ -72,6 +90,9 @@ func NewConsumer(opts *Options) (*Consumer, error) {
 	}
 	if c.opts.ReorderWindow <= 0 {
 		c.opts.ReorderWindow = DefaultReorderWindow
+	}
+	if c.opts.MaxHeldBytes <= 0 {
+		c.opts.MaxHeldBytes = DefaultMaxHeldBytes
 	}
 	rds, err := NewReaders(&c.opts)
 	if err != nil {
@@ -108,9 +129,14 @@ func (c *Consumer) Close() error {
 // stops every reader and returns that error). The Record is reused once fn
 // returns.
 func (c *Consumer) ReadPerCPU(fn func(*Record) error) error {
-	if err := c.start(); err != nil {
+	if err := c.begin("ReadPerCPU"); err != nil {
 		return err
 	}
+	defer c.end()
+	return c.readPerCPU(fn)
+}
+
+func (c *Consumer) readPerCPU(fn func(*Record) error) error {
 	var (
 		wg    sync.WaitGroup
 		once  sync.Once
@@ -130,14 +156,25 @@ func (c *Consumer) ReadPerCPU(fn func(*Record) error) error {
 	return first
 }
 
-func (c *Consumer) start() error {
+// begin claims the Consumer for the read op, or says why it cannot be.
+func (c *Consumer) begin(op string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.running {
-		return errors.New("kmes: consumer is already reading")
+	switch c.state {
+	case reading:
+		return fmt.Errorf("%s: %w", op, ErrBusy)
+	case readDone:
+		return fmt.Errorf("%s: %w", op, ErrClosed)
 	}
-	c.running = true
+	c.state = reading
 	return nil
+}
+
+// end marks the read done: its readers are closed.
+func (c *Consumer) end() {
+	c.mu.Lock()
+	c.state = readDone
+	c.mu.Unlock()
 }
 
 // drain reads one ring on its own OS thread until the reader is closed or
@@ -157,19 +194,26 @@ func (c *Consumer) drain(rd *Reader, fn func(*Record) error) error {
 	})
 }
 
-// ReadMerged calls fn, from the calling goroutine, for every event in
-// (timestamp, cpu, sequence) order across CPUs, until Close is called or
-// fn returns an error. An event goes out once every other ring has either
-// returned a later event or is idle and the event is older than the
-// reorder window (an event is published within microseconds of its
-// timestamp, so an idle ring cannot still hold an older one). So a backlog
-// comes out in exact order and a live event waits about the window. At
-// most 65536 events are held back: past that the oldest go out at once.
-// fn may keep the Record.
+// ReadMerged calls fn, from the calling goroutine, for every event until
+// Close is called or fn returns an error. It merges the rings: each ring's
+// events in sequence order (KMES.md §1), and across rings the ring whose
+// next event is earliest by (timestamp, cpu, sequence) first. That event
+// goes out once every other ring has an event waiting, or has been found
+// empty and the event was read ReorderWindow ago: an event is published
+// within microseconds of its timestamp, so an empty ring cannot still
+// hold an earlier one. So a backlog comes out in order and a live event
+// waits about the window, whatever the wall clock does. When more than
+// MaxHeldBytes of events, or 65536 events, wait, the earliest goes out at
+// once. fn may keep the Record.
 func (c *Consumer) ReadMerged(fn func(*Record) error) error {
+	if err := c.begin("ReadMerged"); err != nil {
+		return err
+	}
+	defer c.end()
 	type item struct {
 		ring int
-		rec  *Record // nil: the ring is idle
+		rec  *Record   // nil: the ring was found empty
+		at   time.Time // when rec was read, on the monotonic clock
 	}
 	in := make(chan item, 1024)
 	index := make(map[int]int, len(c.readers))
@@ -179,46 +223,15 @@ func (c *Consumer) ReadMerged(fn func(*Record) error) error {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- c.ReadPerCPU(func(r *Record) error {
-			in <- item{ring: index[r.CPU], rec: r.Clone()}
+		errc <- c.readPerCPU(func(r *Record) error {
+			in <- item{ring: index[r.CPU], rec: r.Clone(), at: time.Now()}
 			return nil
 		})
 		close(in)
 	}()
 
-	window := c.opts.ReorderWindow
-	type mark struct {
-		lastTS int64 // timestamp of the ring's last event
-		any    bool  // it returned an event
-		idle   bool  // it found itself empty since its last event
-	}
-	marks := make([]mark, len(c.readers))
-	var held recordHeap
-	// ready reports whether no ring can still return an event that goes
-	// before r.
-	ready := func(r *Record, now time.Time) bool {
-		old := r.Timestamp <= now.Add(-window).UnixNano()
-		for i, m := range marks {
-			switch {
-			case i == index[r.CPU]:
-			case m.any && !m.idle && m.lastTS >= r.Timestamp:
-			case m.idle && old:
-			default:
-				return false
-			}
-		}
-		return true
-	}
-	release := func(all bool) error {
-		now := time.Now()
-		for held.Len() > 0 && (all || held.Len() > mergeMaxHeld || ready(held[0], now)) {
-			if err := fn(heap.Pop(&held).(*Record)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	tick := time.NewTicker(window / 4)
+	m := newMerge(len(c.readers), c.opts)
+	tick := time.NewTicker(m.window / 4)
 	defer tick.Stop()
 	for {
 		select {
@@ -227,17 +240,16 @@ func (c *Consumer) ReadMerged(fn func(*Record) error) error {
 				if err := <-errc; err != nil {
 					return err
 				}
-				return release(true)
+				return m.release(fn, time.Now(), true)
 			}
-			m := &marks[it.ring]
-			m.idle = it.rec == nil
-			if it.rec != nil {
-				m.lastTS, m.any = it.rec.Timestamp, true
-				heap.Push(&held, it.rec)
+			if it.rec == nil {
+				m.queues[it.ring].idle = true
+			} else {
+				m.add(it.ring, it.rec, it.at)
 			}
 		case <-tick.C:
 		}
-		if err := release(false); err != nil {
+		if err := m.release(fn, time.Now(), false); err != nil {
 			return abandon(c, in, errc, err)
 		}
 	}
@@ -252,12 +264,91 @@ func abandon[T any](c *Consumer, in <-chan T, errc <-chan error, err error) erro
 	return err
 }
 
-// recordHeap orders records by (timestamp, cpu, sequence).
-type recordHeap []*Record
+// merge holds what ReadMerged has read and not handed out: a queue per
+// ring, in the ring's order, and a heap of the queues that hold events,
+// by their first event.
+type merge struct {
+	queues       []ringQueue
+	heads        headHeap
+	held, bytes  int
+	window       time.Duration
+	maxHeldBytes int
+}
 
-func (h recordHeap) Len() int { return len(h) }
-func (h recordHeap) Less(i, j int) bool {
-	a, b := h[i], h[j]
+type ringQueue struct {
+	events []heldEvent
+	// idle: the ring was found empty after its last event.
+	idle bool
+}
+
+type heldEvent struct {
+	rec *Record
+	at  time.Time // when it was read
+}
+
+func newMerge(rings int, opts Options) *merge {
+	return &merge{queues: make([]ringQueue, rings), window: opts.ReorderWindow, maxHeldBytes: opts.MaxHeldBytes}
+}
+
+func (m *merge) add(ring int, rec *Record, at time.Time) {
+	q := &m.queues[ring]
+	q.idle = false
+	q.events = append(q.events, heldEvent{rec, at})
+	if len(q.events) == 1 {
+		heap.Push(&m.heads, q)
+	}
+	m.held++
+	m.bytes += heldBytes(rec)
+}
+
+func heldBytes(r *Record) int { return len(r.Type) + len(r.Payload) }
+
+// release hands out events while the earliest is ready, or all of them.
+func (m *merge) release(fn func(*Record) error, now time.Time, all bool) error {
+	for len(m.heads) > 0 && (all || m.held > mergeMaxHeld || m.bytes > m.maxHeldBytes || m.ready(now)) {
+		q := m.heads[0]
+		e := q.events[0]
+		q.events[0] = heldEvent{}
+		q.events = q.events[1:]
+		if len(q.events) == 0 {
+			heap.Pop(&m.heads)
+		} else {
+			heap.Fix(&m.heads, 0)
+		}
+		m.held--
+		m.bytes -= heldBytes(e.rec)
+		if err := fn(e.rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ready reports whether no ring can still return an event that goes
+// before the first of the earliest queue: every other ring either has an
+// event waiting, which goes after it, or was found empty and the event
+// has waited the window.
+func (m *merge) ready(now time.Time) bool {
+	first := m.heads[0]
+	for i := range m.queues {
+		q := &m.queues[i]
+		if q == first || len(q.events) > 0 {
+			continue
+		}
+		if !q.idle || now.Sub(first.events[0].at) < m.window {
+			return false
+		}
+	}
+	return true
+}
+
+// headHeap orders queues by their first event's (timestamp, cpu,
+// sequence).
+type headHeap []*ringQueue
+
+func (h headHeap) Len() int { return len(h) }
+func (h headHeap) Less(i, j int) bool {
+	a, b := h[i].events[0].rec, h[j].events[0].rec
 	if a.Timestamp != b.Timestamp {
 		return a.Timestamp < b.Timestamp
 	}
@@ -266,12 +357,12 @@ func (h recordHeap) Less(i, j int) bool {
 	}
 	return a.Sequence < b.Sequence
 }
-func (h recordHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *recordHeap) Push(x any)   { *h = append(*h, x.(*Record)) }
-func (h *recordHeap) Pop() any {
+func (h headHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *headHeap) Push(x any)   { *h = append(*h, x.(*ringQueue)) }
+func (h *headHeap) Pop() any {
 	old := *h
-	r := old[len(old)-1]
+	q := old[len(old)-1]
 	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
-	return r
+	return q
 }

@@ -2,7 +2,10 @@ package kmes_test
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -209,5 +212,147 @@ func TestConsumerReportsCorruption(t *testing.T) {
 	}
 	if st := c.Stats()[0]; st.Corrupt != 1 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestConsumerMergedKeepsEachCPUInSequenceOrder(t *testing.T) {
+	// CPU 0's clock steps back after its first event: its events still
+	// come out in sequence order, merged with CPU 1's by their heads. The
+	// events are live: all of them are held until the window has passed.
+	s := newSource(t, 2, testCapacity)
+	now := time.Now().UnixNano()
+	for _, ev := range []struct {
+		cpu int
+		ts  int64
+	}{{0, 0}, {0, -1000}, {0, -500}, {1, -700}} {
+		p := s.Producer(ev.cpu)
+		p.Now = func() int64 { return now + ev.ts }
+		p.Emit(0, "m", []byte{0xc0})
+	}
+	c := newConsumer(t, &kmes.Options{Source: s, ReorderWindow: 100 * time.Millisecond})
+	var got []string
+	err := c.ReadMerged(func(r *kmes.Record) error {
+		if got = append(got, fmt.Sprintf("%d:%d", r.CPU, r.Sequence)); len(got) == 4 {
+			c.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "1:1 0:1 0:2 0:3"; strings.Join(got, " ") != want {
+		t.Fatalf("merged cpu:sequence %v, want %s", got, want)
+	}
+}
+
+func TestConsumerMergedDoesNotWaitForTheWallClock(t *testing.T) {
+	// Events stamped an hour ahead (the clock was stepped back since) go
+	// out after the reorder window, not in an hour.
+	s := newSource(t, 2, testCapacity)
+	p := s.Producer(0)
+	p.Now = func() int64 { return time.Now().Add(time.Hour).UnixNano() }
+	c := newConsumer(t, &kmes.Options{Source: s, ReorderWindow: 20 * time.Millisecond})
+	got := make(chan uint64, 2)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.ReadMerged(func(r *kmes.Record) error {
+			got <- r.Sequence
+			return nil
+		})
+	}()
+	for seq := uint64(1); seq <= 2; seq++ {
+		p.Emit(0, "ahead", []byte{0xc0})
+		select {
+		case <-got:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("event %d stamped an hour ahead is still held back", seq)
+		}
+	}
+	c.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConsumerMergedBoundsWhatItHolds(t *testing.T) {
+	// With an hour's window nothing is ready while CPU 1 is empty: only
+	// the bound in bytes lets CPU 0's events out, in order, before Close.
+	const n, bound = 200, 10 << 10
+	s := newSource(t, 2, 1<<20)
+	for seq := uint64(1); seq <= n; seq++ {
+		s.Producer(0).Emit(0, "big", payloadFor(seq, 200)) // 205 bytes held
+	}
+	c := newConsumer(t, &kmes.Options{Source: s, ReorderWindow: time.Hour, MaxHeldBytes: bound})
+	released := make(chan struct{})
+	var last uint64
+	var held atomic.Bool
+	go func() {
+		select {
+		case <-released:
+		case <-time.After(5 * time.Second):
+			held.Store(true)
+		}
+		c.Close()
+	}()
+	err := c.ReadMerged(func(r *kmes.Record) error {
+		if r.Sequence != last+1 {
+			t.Errorf("sequence %d after %d", r.Sequence, last)
+		}
+		if last = r.Sequence; last == n-bound/205 {
+			close(released)
+		}
+		return nil
+	})
+	if err != nil || last != n {
+		t.Fatalf("ReadMerged: %v, last sequence %d", err, last)
+	}
+	if held.Load() {
+		t.Fatalf("ReadMerged held more than %d bytes until Close", bound)
+	}
+}
+
+func TestConsumerRefusesASecondRead(t *testing.T) {
+	s := newSource(t, 2, testCapacity)
+	c := newConsumer(t, &kmes.Options{Source: s, ReorderWindow: time.Millisecond})
+	got := make(chan uint64, 4)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.ReadMerged(func(r *kmes.Record) error {
+			got <- r.Sequence
+			return nil
+		})
+	}()
+	receive := func() {
+		t.Helper()
+		select {
+		case <-got:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the first ReadMerged returned nothing")
+		}
+	}
+	s.Producer(0).Emit(0, "first", []byte{0xc0})
+	receive() // the first read is running
+	noop := func(*kmes.Record) error { return nil }
+	for name, read := range map[string]func(func(*kmes.Record) error) error{"ReadMerged": c.ReadMerged, "ReadPerCPU": c.ReadPerCPU} {
+		if err := read(noop); !errors.Is(err, kmes.ErrBusy) {
+			t.Errorf("%s during ReadMerged: %v, want ErrBusy", name, err)
+		}
+	}
+	// The first read goes on undisturbed: both rings wake it, and go
+	// back to sleep.
+	s.Producer(1).Emit(0, "second", []byte{0xc0})
+	s.Producer(0).Emit(0, "third", []byte{0xc0})
+	receive()
+	receive()
+	time.Sleep(10 * time.Millisecond) // the readers find their rings empty again
+	c.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("the first ReadMerged: %v", err)
+	}
+	// A Consumer is read once.
+	for name, read := range map[string]func(func(*kmes.Record) error) error{"ReadMerged": c.ReadMerged, "ReadPerCPU": c.ReadPerCPU} {
+		if err := read(noop); !errors.Is(err, kmes.ErrClosed) {
+			t.Errorf("%s after a read returned: %v, want ErrClosed", name, err)
+		}
 	}
 }

@@ -10,6 +10,9 @@ import (
 // ErrClosed is returned by a Reader or Consumer that was closed.
 var ErrClosed = errors.New("kmes: closed")
 
+// ErrBusy is returned by a read of a Consumer that is being read already.
+var ErrBusy = errors.New("kmes: consumer is already being read")
+
 // ErrCorrupt is wrapped by a CorruptError.
 var ErrCorrupt = errors.New("kmes: corrupt ring")
 

@@ -3,10 +3,13 @@ package kmes_test
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/kmes-project/kmes/userspace/internal/ringsim"
 	"github.com/kmes-project/kmes/userspace/kmes"
@@ -387,5 +390,26 @@ func TestReaderWakeSharedWithOtherReaders(t *testing.T) {
 		if d := time.Since(start); d > 500*time.Millisecond {
 			t.Fatalf("round %d: the sleeping reader woke %v after the event", i, d)
 		}
+	}
+}
+
+func TestReaderReportsAFailingFutexWait(t *testing.T) {
+	// A futex error other than a wake-up, a changed value or a signal
+	// would recur on every wait: Read returns it instead of spinning.
+	s := newSource(t, 1, testCapacity)
+	rd := newReaders(t, s, false)[0]
+	kmes.MisalignFutex(rd)
+	got := make(chan error, 1)
+	go func() {
+		var rec kmes.Record
+		got <- rd.Read(&rec)
+	}()
+	select {
+	case err := <-got:
+		if !errors.Is(err, unix.EINVAL) || !strings.HasPrefix(err.Error(), "futex_wait: ") {
+			t.Fatalf("Read returned %v, want futex_wait: EINVAL", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read did not return: the failing futex wait made it spin")
 	}
 }

@@ -124,15 +124,21 @@ func NewRing(mapping []byte) (*Ring, error) {
 		capacity: capacity,
 		mask:     capacity - 1,
 		cpu:      int(binary.LittleEndian.Uint16(meta[MetaCPUIDOff:])),
-		writePos: (*atomic.Uint64)(unsafe.Pointer(&mapping[MetaWritePosOff])),
-		tailPos:  (*atomic.Uint64)(unsafe.Pointer(&mapping[MetaTailPosOff])),
-		gen:      (*atomic.Uint64)(unsafe.Pointer(&mapping[MetaGenOff])),
 		futex:    (*atomic.Uint32)(unsafe.Pointer(&mapping[MetaFutexOff])),
 		needWake: (*atomic.Uint32)(unsafe.Pointer(&mapping[MetaNeedWakeOff])),
 	}
+	r.positions(meta)
 	r.gen0 = r.gen.Load()
 	r.SeekTail()
 	return r, nil
+}
+
+// positions points write_pos, tail_pos and the generation into meta, a
+// producer page.
+func (r *Ring) positions(meta []byte) {
+	r.writePos = (*atomic.Uint64)(unsafe.Pointer(&meta[MetaWritePosOff]))
+	r.tailPos = (*atomic.Uint64)(unsafe.Pointer(&meta[MetaTailPosOff]))
+	r.gen = (*atomic.Uint64)(unsafe.Pointer(&meta[MetaGenOff]))
 }
 
 // CPU returns the CPU the ring belongs to.
@@ -141,13 +147,15 @@ func (r *Ring) CPU() int { return r.cpu }
 // Capacity returns the size of the ring's data region in bytes.
 func (r *Ring) Capacity() uint64 { return r.capacity }
 
-// Generation returns the ring's generation as the producer shows it now.
+// Generation returns the ring's generation as the producer shows it now,
+// 0 after Close.
 func (r *Ring) Generation() uint64 { return r.gen.Load() }
 
-// WritePos returns the producer's write position.
+// WritePos returns the producer's write position, 0 after Close.
 func (r *Ring) WritePos() uint64 { return r.writePos.Load() }
 
-// TailPos returns the position of the oldest surviving event.
+// TailPos returns the position of the oldest surviving event, 0 after
+// Close.
 func (r *Ring) TailPos() uint64 { return r.tailPos.Load() }
 
 // ReadPos returns where the next Read starts.
@@ -198,13 +206,20 @@ func (r *Ring) Stats() Stats {
 	}
 }
 
-// Close unmaps the ring if this package mapped it.
+// Close unmaps the ring if this package mapped it. A closed Ring reads as
+// an empty one whose positions and generation are 0; Stats still holds
+// what was counted.
 func (r *Ring) Close() error {
-	if r.closer == nil {
-		return nil
-	}
+	// The positions move to a page of zeros of the Ring's own, before the
+	// mapping goes, so nothing reads it once it is unmapped.
+	r.positions(make([]byte, MetaPageSize))
+	r.data, r.buf = nil, nil
+	r.readPos, r.bufPos, r.bufW = 0, 0, 0
 	c := r.closer
 	r.closer = nil
+	if c == nil {
+		return nil
+	}
 	return c()
 }
 

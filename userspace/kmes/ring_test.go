@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kmes-project/kmes/userspace/internal/ringsim"
 	"github.com/kmes-project/kmes/userspace/kmes"
 )
@@ -435,5 +437,52 @@ func TestRingFreshRingLappedBeforeTheFirstRead(t *testing.T) {
 	recs := readAll(t, r)
 	if s := r.Stats(); s.Lost != recs[0].Sequence-1 || s.Events+s.Lost != 2000 {
 		t.Errorf("stats %+v, first event read %d", s, recs[0].Sequence)
+	}
+}
+
+func TestRingAfterClose(t *testing.T) {
+	// Closing a ring this package mapped unmaps it: what is asked of the
+	// Ring after that must not touch the mapping.
+	p, _ := newSimRing(t, testCapacity)
+	p.Emit(0, "t", []byte{0xc0})
+	src, err := p.Mapping()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(-1, 0, len(src), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANONYMOUS|unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(m, src[:kmes.MapDataOff])
+	r, err := kmes.NewRing(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kmes.SetCloser(r, func() error { return unix.Munmap(m) })
+	if r.WritePos() == 0 || r.Generation() != 1 {
+		t.Fatalf("write_pos %d, generation %d before Close", r.WritePos(), r.Generation())
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var w, tail, gen, read uint64
+	var ok bool
+	var rerr error
+	if faults(func() {
+		w, tail, gen = r.WritePos(), r.TailPos(), r.Generation()
+		var rec kmes.Record
+		ok, rerr = r.Read(&rec)
+		r.SeekTail()
+		r.SeekEnd()
+		read = r.ReadPos()
+	}) {
+		t.Fatal("the Ring read its unmapped pages after Close")
+	}
+	if w != 0 || tail != 0 || gen != 0 || read != 0 || ok || rerr != nil {
+		t.Errorf("after Close: write_pos %d, tail_pos %d, generation %d, read position %d, Read %v %v; want zeros and nothing read",
+			w, tail, gen, read, ok, rerr)
+	}
+	if err := r.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
 	}
 }
