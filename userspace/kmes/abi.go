@@ -2,6 +2,10 @@
 // and system calls. Its constants mirror include/uapi/linux/kmes.h, which
 // the series in patches/ adds; abi_test.go checks every one of them against
 // that header, so the two cannot drift.
+//
+// KMES is wired for linux/amd64 only. On other platforms the package
+// builds, and what needs the kernel or x86 memory ordering fails with
+// ErrUnsupported.
 package kmes
 
 // Origin classes (event header byte 26).

@@ -1,3 +1,5 @@
+//go:build linux && amd64
+
 package kmes
 
 import (
@@ -6,49 +8,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// KernelRings is the RingSource of the running kernel: kmes_attach, then
-// an mmap of each ring.
-var KernelRings RingSource = kernelRings{}
-
-type kernelRings struct{}
-
-func (kernelRings) Rings() ([]*Ring, error) { return Attach() }
-
-func (kernelRings) Ring(i int) (*Ring, error) {
-	fds, capacity, err := attach()
-	if err != nil {
-		return nil, err
-	}
-	defer closeFDs(fds)
-	if i >= len(fds) {
-		return nil, fmt.Errorf("attach ring %d: the kernel has %d rings", i, len(fds))
-	}
-	return mapRing(fds[i], capacity)
-}
-
-// Attach maps every CPU's ring, in CPU order, each positioned at its
-// oldest surviving event. It needs CAP_AUDIT_READ. Close each ring when
-// done; the file descriptors are closed already.
-func Attach() ([]*Ring, error) {
-	fds, capacity, err := attach()
-	if err != nil {
-		return nil, err
-	}
-	defer closeFDs(fds)
-	rings := make([]*Ring, 0, len(fds))
-	for _, fd := range fds {
-		r, err := mapRing(fd, capacity)
-		if err != nil {
-			for _, r := range rings {
-				r.Close()
-			}
-			return nil, err
-		}
-		rings = append(rings, r)
-	}
-	return rings, nil
-}
 
 // attach calls kmes_attach with room for every possible CPU, growing the
 // array when the kernel asks for more (ERANGE).

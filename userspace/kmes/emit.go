@@ -8,9 +8,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/vmihailenco/msgpack/v5"
-	"golang.org/x/sys/unix"
 )
 
 // Event is one event for EmitBatch.
@@ -68,10 +68,10 @@ func readSysctl(name string) (uint64, bool) {
 // argError is an event the kernel would refuse, caught before the system
 // call. It is both the errno the kernel would have returned and the reason
 // (ErrInvalidType, ErrInvalidPayload or a size), so errors.Is holds for
-// unix.EINVAL and ErrInvalidPayload alike.
+// syscall.EINVAL and ErrInvalidPayload alike.
 type argError struct {
 	call   string
-	errno  unix.Errno
+	errno  syscall.Errno
 	where  string // "event N: " in a batch
 	reason error
 }
@@ -88,19 +88,19 @@ func (e *argError) Unwrap() []error { return []error{e.errno, e.reason} }
 // rings' capacity may differ from the buffer_capacity sysctl while a
 // resize is pending or after one failed. The batch call checks the empty type after the size; the
 // difference only shows for an empty type in an oversized event.
-func checkEvent(typ string, payload []byte, l *limits, batch bool) (unix.Errno, error) {
+func checkEvent(typ string, payload []byte, l *limits, batch bool) (syscall.Errno, error) {
 	if typ == "" && !batch {
-		return unix.EINVAL, ValidateType(typ)
+		return syscall.EINVAL, ValidateType(typ)
 	}
 	size := uint64(HdrBaseSize) + uint64(len(typ)) + uint64(len(payload))
 	if l.maxEvent > 0 && size > l.maxEvent {
-		return unix.ENOSPC, fmt.Errorf("event of %d bytes is larger than kernel.kmes.max_event_size %d", size, l.maxEvent)
+		return syscall.ENOSPC, fmt.Errorf("event of %d bytes is larger than kernel.kmes.max_event_size %d", size, l.maxEvent)
 	}
 	if err := ValidateType(typ); err != nil {
-		return unix.EINVAL, err
+		return syscall.EINVAL, err
 	}
 	if err := ValidatePayload(payload, l.depth); err != nil {
-		return unix.EINVAL, err
+		return syscall.EINVAL, err
 	}
 	return 0, nil
 }
@@ -120,17 +120,14 @@ func check(call string, typ string, payload []byte, batch bool) error {
 
 // Emit emits one event of type typ with the msgpack payload (kmes_emit).
 // It checks the event as the kernel would first, so that a bad event fails
-// with the kernel's errno (errors.Is(err, unix.EINVAL) or unix.ENOSPC) and
+// with the kernel's errno (errors.Is(err, syscall.EINVAL) or syscall.ENOSPC) and
 // says what is wrong with it; ErrInvalidType or ErrInvalidPayload is
 // wrapped too. A kernel error is a *SyscallError.
 func Emit(typ string, payload []byte) error {
 	if err := check("kmes_emit", typ, payload, false); err != nil {
 		return err
 	}
-	if errno := sysEmit(typ, payload); errno != 0 {
-		return syscallError("kmes_emit", errno)
-	}
-	return nil
+	return sysEmit(typ, payload)
 }
 
 // EmitValue emits v encoded with msgpack as the payload of an event of type
@@ -167,10 +164,10 @@ func EmitBatch(events []Event) (emitted int, err error) {
 		b := batchPool.Get().(*batch)
 		defer batchPool.Put(b)
 		for _, span := range batchSpans(good, EmitBatchMax) {
-			n, errno := b.emit(events[span[0]:span[1]])
+			n, err := b.emit(events[span[0]:span[1]])
 			emitted += n
-			if errno != 0 {
-				return emitted, syscallError("kmes_emit_batch", errno)
+			if err != nil {
+				return emitted, err
 			}
 		}
 	}

@@ -1,3 +1,5 @@
+//go:build linux && amd64
+
 package kmes
 
 import (
@@ -9,12 +11,15 @@ import (
 
 // sysEmit is kmes_emit. The caller has checked that typ and payload are
 // not empty.
-func sysEmit(typ string, payload []byte) unix.Errno {
+func sysEmit(typ string, payload []byte) error {
 	_, _, errno := unix.Syscall6(SysEmit,
 		uintptr(unsafe.Pointer(unsafe.StringData(typ))), uintptr(len(typ)),
 		uintptr(unsafe.Pointer(unsafe.SliceData(payload))), uintptr(len(payload)),
 		0, 0)
-	return errno
+	if errno != 0 {
+		return syscallError("kmes_emit", errno)
+	}
+	return nil
 }
 
 // batch is the memory of kmes_emit_batch calls, reused across the calls of
@@ -32,8 +37,8 @@ func newBatch(n int) *batch {
 }
 
 // emit is one kmes_emit_batch call for len(events) <= len(b.entries)
-// checked events. It returns how many the kernel emitted and its errno.
-func (b *batch) emit(events []Event) (int, unix.Errno) {
+// checked events. It returns how many the kernel emitted and its error.
+func (b *batch) emit(events []Event) (int, error) {
 	entries := b.fill(events)
 	var out uint32
 	_, _, errno := unix.Syscall(SysEmitBatch,
@@ -42,7 +47,10 @@ func (b *batch) emit(events []Event) (int, unix.Errno) {
 	runtime.KeepAlive(b)
 	runtime.KeepAlive(events)
 	clear(b.keep[:2*len(events)])
-	return int(out), errno
+	if errno != 0 {
+		return int(out), syscallError("kmes_emit_batch", errno)
+	}
+	return int(out), nil
 }
 
 // fill lays out the entries of events, len(events) <= len(b.entries).

@@ -3,12 +3,18 @@ package kmes
 import (
 	"errors"
 	"fmt"
-
-	"golang.org/x/sys/unix"
+	"runtime"
+	"syscall"
 )
 
 // ErrClosed is returned by a Reader or Consumer that was closed.
 var ErrClosed = errors.New("kmes: closed")
+
+// ErrUnsupported is wrapped by the error of everything that needs the
+// kernel's KMES on a platform other than linux/amd64, the only one KMES is
+// wired for. errors.Is(err, errors.ErrUnsupported) holds too.
+var ErrUnsupported = fmt.Errorf("kmes: %s/%s is not supported, only linux/amd64: %w",
+	runtime.GOOS, runtime.GOARCH, errors.ErrUnsupported)
 
 // ErrBusy is returned by a read of a Consumer that is being read already.
 var ErrBusy = errors.New("kmes: consumer is already being read")
@@ -35,11 +41,11 @@ func (e *CorruptError) Error() string {
 func (e *CorruptError) Unwrap() error { return ErrCorrupt }
 
 // SyscallError is the error of a KMES system call: the call, the errno, and
-// what usually fixes it. errors.Is(err, unix.EPERM) and the like hold.
+// what usually fixes it. errors.Is(err, syscall.EPERM) and the like hold.
 type SyscallError struct {
-	Call  string     // "kmes_emit", "kmes_emit_batch" or "kmes_attach"
-	Errno unix.Errno // what the kernel returned
-	Hint  string     // what to do about it, or ""
+	Call  string        // "kmes_emit", "kmes_emit_batch" or "kmes_attach"
+	Errno syscall.Errno // what the kernel returned
+	Hint  string        // what to do about it, or ""
 }
 
 func (e *SyscallError) Error() string {
@@ -52,30 +58,30 @@ func (e *SyscallError) Error() string {
 func (e *SyscallError) Unwrap() error { return e.Errno }
 
 // syscallError wraps errno from call with the fix a user needs most often.
-func syscallError(call string, errno unix.Errno) error {
+func syscallError(call string, errno syscall.Errno) error {
 	return &SyscallError{Call: call, Errno: errno, Hint: hint(call, errno)}
 }
 
-func hint(call string, errno unix.Errno) string {
+func hint(call string, errno syscall.Errno) string {
 	switch errno {
-	case unix.ENOSYS:
+	case syscall.ENOSYS:
 		return "the kernel lacks KMES: boot a kernel built with CONFIG_KMES=y"
-	case unix.EPERM:
+	case syscall.EPERM:
 		if call == "kmes_attach" {
 			return "needs CAP_AUDIT_READ"
 		}
 		return "needs CAP_AUDIT_WRITE"
-	case unix.EAGAIN:
+	case syscall.EAGAIN:
 		if call != "kmes_attach" {
 			return "rate limit kernel.kmes.max_emit_rate_per_process reached: retry later, or run with CAP_SYS_ADMIN"
 		}
-	case unix.ENOSPC:
+	case syscall.ENOSPC:
 		return "event larger than kernel.kmes.max_event_size or half the ring capacity"
-	case unix.EINVAL:
+	case syscall.EINVAL:
 		if call != "kmes_attach" {
 			return "empty or invalid UTF-8 type, or payload not msgpack within kernel.kmes.max_nesting_depth"
 		}
-	case unix.EMFILE, unix.ENFILE:
+	case syscall.EMFILE, syscall.ENFILE:
 		return "one file descriptor per CPU is needed: raise RLIMIT_NOFILE"
 	}
 	return ""

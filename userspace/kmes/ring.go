@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"runtime"
 	"sync/atomic"
 	"unsafe"
 )
@@ -96,6 +97,11 @@ func (r *Ring) publish() {
 // NewRing checks a mapping of a ring and returns its reader, positioned at
 // tail_pos: the oldest surviving event.
 func NewRing(mapping []byte) (*Ring, error) {
+	// Read's torn-read check needs x86 ordering: the loads of a copy are
+	// not reordered after the load of tail_pos that follows them.
+	if runtime.GOARCH != "amd64" {
+		return nil, fmt.Errorf("open ring: %w", ErrUnsupported)
+	}
 	if len(mapping) < MapDataOff {
 		return nil, fmt.Errorf("open ring: mapping of %d bytes is shorter than the metadata pages", len(mapping))
 	}

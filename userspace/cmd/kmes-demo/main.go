@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command kmes-demo emits a small event from every online CPU at a steady
 // pace, so that 'kmesctl tail' has something to show: one goroutine per
 // CPU, each locked to its CPU, emits

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package ringsim is the producer half of a KMES ring in userspace, for
 // host tests of the reader: no kernel patch is needed. A ring lives in a
 // memfd whose data pages are mapped twice, back to back, exactly as the
