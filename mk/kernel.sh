@@ -155,26 +155,46 @@ cmd_tree() {
 }
 
 # fragments prints the config fragments of a flavor:
-#   plain   every kernel-config/*.config except debug.config
+#   plain   every kernel-config/*.config but debug.config and nokmes.config
 #   debug   plain + debug.config (the test kernel)
-#   nokmes  plain without kmes.config: the series must build with KMES off
+#   nokmes  debug + nokmes.config, which turns KMES off: the series must
+#           build with CONFIG_KMES=n. Its .config differs from debug's in
+#           KMES's options alone (cmd_build checks), so that ccache, warm
+#           from the debug build, serves every object KMES does not change
+#           and the build costs a fraction of a kernel's.
 fragments() {
 	local flavor=$1 f
 	for f in "$top"/kernel-config/*.config; do
 		case "$(basename "$f")" in
-		debug.config) continue ;;
-		kmes.config) [ "$flavor" = nokmes ] && continue ;;
+		debug.config | nokmes.config) continue ;;
 		esac
 		echo "$f"
 	done
-	[ "$flavor" != debug ] || echo "$top/kernel-config/debug.config"
+	[ "$flavor" = plain ] || echo "$top/kernel-config/debug.config"
+	[ "$flavor" != nokmes ] || echo "$top/kernel-config/nokmes.config"
+}
+
+# kmes_opt matches the options that nokmes.config turns off with KMES.
+kmes_opt='CONFIG_KMES(_[A-Z0-9_]+)?'
+
+# config_lines prints a .config's settings, sorted.
+config_lines() { grep -E '^(CONFIG_[A-Z0-9_]+=|# CONFIG_[A-Z0-9_]+ is not set)' "$1" | sort; }
+
+# merge_config merges fragments into OBJ/.config, from allnoconfig.
+merge_config() {
+	local obj=$1 log=$2
+	shift 2
+	(cd "$tree" && scripts/kconfig/merge_config.sh -n -O "$obj" "$@") >>"$log" 2>&1 ||
+		{ tail -n 20 "$log" >&2; die "merging kernel-config/ failed (log: build/logs/$(basename "$log"))"; }
 }
 
 # check_config fails when an option a fragment asks for is not what the final
 # .config holds (merge_config.sh only warns).
+#   check_config CONFIG SKIP FRAGMENT...
+# SKIP is an extended regex of options not to check ('' checks all).
 check_config() {
-	local config=$1 frag line opt want got bad=0
-	shift
+	local config=$1 skip=$2 frag line opt want got bad=0
+	shift 2
 	for frag in "$@"; do
 		while IFS= read -r line; do
 			case "$line" in
@@ -189,6 +209,7 @@ check_config() {
 				;;
 			*) continue ;;
 			esac
+			[ -z "$skip" ] || ! [[ $opt =~ ^($skip)$ ]] || continue
 			got=$(grep -E "^($opt=|# $opt is not set)" "$config" || true)
 			if [ "$want" != "$got" ] && ! { [ -z "$got" ] && [ "$want" = "# $opt is not set" ]; }; then
 				echo "kernel: kernel-config/$(basename "$frag"): $want did not stick (final .config: ${got:-not present}); check its dependencies with 'make -C build/linux O=$(basename "$(dirname "$config")") menuconfig'" >&2
@@ -236,11 +257,31 @@ cmd_build() {
 	if [ "$(cat "$obj/.kmes-config-key" 2>/dev/null)" != "$cfg_key" ] || [ ! -f "$obj/.config" ]; then
 		say "configuring $flavor from ${frags[*]##*/}"
 		rm -f "$obj/.kmes-config-key"
-		(cd "$tree" && scripts/kconfig/merge_config.sh -n -O "$obj" "${frags[@]}") >"$logs/config-$flavor.log" 2>&1 ||
-			{ tail -n 20 "$logs/config-$flavor.log" >&2; die "merging kernel-config/ failed (log: build/logs/config-$flavor.log)"; }
-		check_config "$obj/.config" "${frags[@]}" || die "the $flavor config does not hold what kernel-config/ asks for"
-		if [ "$flavor" = nokmes ] && grep -q '^CONFIG_KMES=y' "$obj/.config"; then
-			die "the nokmes config still has CONFIG_KMES=y: some other fragment selects it"
+		local log=$logs/config-$flavor.log
+		: >"$log"
+		if [ "$flavor" = nokmes ]; then
+			# The debug config first, to compare: nokmes.config must
+			# change KMES's options and nothing else.
+			local ref
+			mapfile -t ref < <(fragments debug)
+			merge_config "$obj" "$log" "${ref[@]}"
+			mv "$obj/.config" "$obj/.config.debug"
+		fi
+		merge_config "$obj" "$log" "${frags[@]}"
+		if [ "$flavor" = nokmes ]; then
+			grep -qx '# CONFIG_KMES is not set' "$obj/.config" ||
+				die "the nokmes config still has $(grep '^CONFIG_KMES=' "$obj/.config"): some other fragment selects it"
+			local other
+			other=$(diff <(config_lines "$obj/.config.debug") <(config_lines "$obj/.config") |
+				grep -E '^[<>] ' | grep -vE "^[<>] (# )?$kmes_opt[= ]" || true)
+			if [ -n "$other" ]; then
+				echo "$other" | sed 's/^</  debug: /; s/^>/  nokmes:/' >&2
+				die "the nokmes config differs from the debug one in more than KMES's options (above): ccache could not share the debug build's objects; make kernel-config/nokmes.config turn off only KMES"
+			fi
+			# KMES's own options cannot stick with KMES off.
+			check_config "$obj/.config" "$kmes_opt" "${frags[@]}" || die "the nokmes config does not hold what kernel-config/ asks for"
+		else
+			check_config "$obj/.config" "" "${frags[@]}" || die "the $flavor config does not hold what kernel-config/ asks for"
 		fi
 		echo "$cfg_key" >"$obj/.kmes-config-key"
 	fi

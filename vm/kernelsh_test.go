@@ -7,9 +7,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
+
+// fakeMergeConfig stands for the kernel's merge_config.sh -n -O OBJ
+// FRAGMENT...: a later fragment's setting of an option wins, and
+// CONFIG_DROPPED never makes it into OBJ/.config.
+const fakeMergeConfig = `#!/bin/sh
+shift 2; out=$1; shift
+awk '/^(# )?CONFIG_/ { o = $0; sub(/^# /, "", o); sub(/[= ].*/, "", o); if (!(o in v)) k[n++] = o; v[o] = $0 }
+	END { for (i = 0; i < n; i++) print v[k[i]] }' "$@" | grep -v DROPPED > "$out/.config"
+`
 
 type kernelSh struct {
 	t       *testing.T
@@ -33,7 +43,7 @@ func newKernelSh(t *testing.T) *kernelSh {
 		filepath.Join(top, "kernel-config/base.config"):       "# base\nCONFIG_KEPT=y\nCONFIG_DROPPED=y\n",
 		filepath.Join(src, "Makefile"):                        "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 1\n",
 		filepath.Join(src, "hello.c"):                         "int hello;\n",
-		filepath.Join(src, "scripts/kconfig/merge_config.sh"): "#!/bin/sh\n# fake: keeps every option but CONFIG_DROPPED\nshift 2; out=$1; shift\ncat \"$@\" | grep -v DROPPED > \"$out/.config\"\n",
+		filepath.Join(src, "scripts/kconfig/merge_config.sh"): fakeMergeConfig,
 	}
 	for p, s := range files {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -221,4 +231,63 @@ func TestKernelShConfigMustStick(t *testing.T) {
 	}
 	out, ok = k.run(nil, "build", "fancy")
 	wantFail(t, out, ok, "unknown FLAVOR 'fancy'")
+}
+
+// The nokmes flavor is the debug config with KMES off and nothing else
+// changed, so that ccache serves it from the debug build.
+func TestKernelShNokmesIsDebugWithoutKMES(t *testing.T) {
+	k := newKernelSh(t)
+	k.mustRun("tree")
+	k.write("kernel-config/base.config", "CONFIG_KEPT=y\n")
+	k.write("kernel-config/kmes.config", "CONFIG_KMES=y\nCONFIG_KMES_BENCH=y\nCONFIG_KUNIT_DEFAULT_ENABLED=y\n")
+	k.write("kernel-config/debug.config", "CONFIG_KASAN=y\n")
+	k.write("kernel-config/nokmes.config", "# CONFIG_KMES is not set\n")
+	for flavor, frags := range map[string]string{
+		"plain":  "base.config kmes.config",
+		"debug":  "base.config kmes.config debug.config",
+		"nokmes": "base.config kmes.config debug.config nokmes.config",
+	} {
+		// The fake tree configures but has no kernel to build.
+		out, ok := k.run(nil, "build", flavor)
+		wantFail(t, out, ok, "configuring "+flavor+" from "+frags+"\n", "the "+flavor+" kernel did not build")
+	}
+	config, _ := os.ReadFile(filepath.Join(k.top, "build/obj-nokmes/.config"))
+	for _, want := range []string{"CONFIG_KASAN=y", "CONFIG_KUNIT_DEFAULT_ENABLED=y", "# CONFIG_KMES is not set"} {
+		if !strings.Contains(string(config), want+"\n") {
+			t.Errorf("the nokmes .config lacks %q:\n%s", want, config)
+		}
+	}
+
+	// Turning off anything but KMES is refused, and named.
+	k.write("kernel-config/nokmes.config", "# CONFIG_KMES is not set\n# CONFIG_KASAN is not set\n")
+	out, ok := k.run(nil, "build", "nokmes")
+	wantFail(t, out, ok, "debug:  CONFIG_KASAN=y", "nokmes: # CONFIG_KASAN is not set", "differs from the debug one in more than KMES's options")
+	if strings.Contains(out, "CONFIG_KMES") {
+		t.Errorf("KMES's own options are reported as a difference:\n%s", out)
+	}
+
+	// So is a nokmes config that leaves KMES on.
+	k.write("kernel-config/nokmes.config", "# nothing\n")
+	out, ok = k.run(nil, "build", "nokmes")
+	wantFail(t, out, ok, "the nokmes config still has CONFIG_KMES=y")
+}
+
+// make test builds the nokmes kernel after the debug one (vmtest), so that
+// ccache serves it.
+func TestMakeTestBuildsNokmesAfterDebug(t *testing.T) {
+	b, err := os.ReadFile("../mk/test.mk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if prereqs, ok := strings.CutPrefix(line, "test:"); ok {
+			f := strings.Fields(prereqs)
+			v, n := slices.Index(f, "vmtest"), slices.Index(f, "kernel-nokmes")
+			if v < 0 || n < 0 || n < v {
+				t.Errorf("mk/test.mk: %q: want kernel-nokmes after vmtest", line)
+			}
+			return
+		}
+	}
+	t.Error("mk/test.mk has no test: rule")
 }
