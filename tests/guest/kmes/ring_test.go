@@ -384,3 +384,51 @@ func requireSysAdmin(t *testing.T) {
 		t.Fatalf("CapEff %s lacks CAP_SYS_ADMIN: the guest tests must run as root, exempt from the emit rate limit", m[1])
 	}
 }
+
+// TestReadersShareWakeUps has a second Reader of the target CPU's ring,
+// which shares the first's consumer page and so its need_wake, wait and
+// close over and over while the first sleeps: every event must wake the
+// first. A reader that withdrew the shared request when it woke would
+// leave the other asleep until some later event.
+func TestReadersShareWakeUps(t *testing.T) {
+	const rounds, typ = 20, "kmes.test.sharedwake"
+	cpu := targetCPU()
+	pin(t, cpu)
+	sleeper := readerFor(t, cpu, true)
+	taken := make(chan uint16, rounds)
+	go func() {
+		var rec kmes.Record
+		for sleeper.Read(&rec) == nil {
+			if rec.Type == typ {
+				taken <- binary.BigEndian.Uint16(rec.Payload[1:])
+			}
+		}
+	}()
+	for i := range uint16(rounds) {
+		other := readerFor(t, cpu, true)
+		done := make(chan error, 1)
+		go func() {
+			var rec kmes.Record
+			for {
+				if err := other.Read(&rec); err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+		time.Sleep(20 * time.Millisecond) // both readers spin out and sleep
+		other.Close()
+		if err := <-done; !errors.Is(err, kmes.ErrClosed) {
+			t.Fatalf("round %d: the other reader's Read: %v", i, err)
+		}
+		emit(t, typ, mp(0xcd, i))
+		select {
+		case got := <-taken:
+			if got != i {
+				t.Fatalf("round %d: read the event of round %d", i, got)
+			}
+		case <-time.After(readTimeout):
+			t.Fatalf("round %d: the sleeping reader was not woken within %v", i, readTimeout)
+		}
+	}
+}
