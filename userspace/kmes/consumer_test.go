@@ -247,14 +247,12 @@ func TestConsumerMergedKeepsEachCPUInSequenceOrder(t *testing.T) {
 	}
 }
 
-func TestConsumerMergedDoesNotWaitForTheWallClock(t *testing.T) {
-	// Events stamped an hour ahead (the clock was stepped back since) go
-	// out after the reorder window, not in an hour.
-	s := newSource(t, 2, testCapacity)
-	p := s.Producer(0)
-	p.Now = func() int64 { return time.Now().Add(time.Hour).UnixNano() }
-	c := newConsumer(t, &kmes.Options{Source: s, ReorderWindow: 20 * time.Millisecond})
-	got := make(chan uint64, 2)
+// mergeInBackground runs c.ReadMerged on another goroutine. next returns
+// the sequence number of the next event it hands out, failing the test
+// (saying what was awaited) if none comes within 5 s; stop closes c and
+// checks that ReadMerged then returned nil.
+func mergeInBackground(t *testing.T, c *kmes.Consumer) (next func(what string) uint64, stop func()) {
+	got := make(chan uint64, 16)
 	done := make(chan error, 1)
 	go func() {
 		done <- c.ReadMerged(func(r *kmes.Record) error {
@@ -262,18 +260,39 @@ func TestConsumerMergedDoesNotWaitForTheWallClock(t *testing.T) {
 			return nil
 		})
 	}()
-	for seq := uint64(1); seq <= 2; seq++ {
-		p.Emit(0, "ahead", []byte{0xc0})
+	next = func(what string) uint64 {
+		t.Helper()
 		select {
-		case <-got:
+		case seq := <-got:
+			return seq
 		case <-time.After(5 * time.Second):
-			t.Fatalf("event %d stamped an hour ahead is still held back", seq)
+			t.Fatalf("ReadMerged did not hand out %s", what)
+			return 0
 		}
 	}
-	c.Close()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	stop = func() {
+		t.Helper()
+		c.Close()
+		if err := <-done; err != nil {
+			t.Fatalf("ReadMerged: %v", err)
+		}
 	}
+	return next, stop
+}
+
+func TestConsumerMergedDoesNotWaitForTheWallClock(t *testing.T) {
+	// Events stamped an hour ahead (the clock was stepped back since) go
+	// out after the reorder window, not in an hour.
+	s := newSource(t, 2, testCapacity)
+	p := s.Producer(0)
+	p.Now = func() int64 { return time.Now().Add(time.Hour).UnixNano() }
+	c := newConsumer(t, &kmes.Options{Source: s, ReorderWindow: 20 * time.Millisecond})
+	next, stop := mergeInBackground(t, c)
+	for range 2 {
+		p.Emit(0, "ahead", []byte{0xc0})
+		next("an event stamped an hour ahead")
+	}
+	stop()
 }
 
 func TestConsumerMergedBoundsWhatItHolds(t *testing.T) {
@@ -316,26 +335,12 @@ func TestConsumerMergedBoundsWhatItHolds(t *testing.T) {
 func TestConsumerRefusesASecondRead(t *testing.T) {
 	s := newSource(t, 2, testCapacity)
 	c := newConsumer(t, &kmes.Options{Source: s, ReorderWindow: time.Millisecond})
-	got := make(chan uint64, 4)
-	done := make(chan error, 1)
-	go func() {
-		done <- c.ReadMerged(func(r *kmes.Record) error {
-			got <- r.Sequence
-			return nil
-		})
-	}()
-	receive := func() {
-		t.Helper()
-		select {
-		case <-got:
-		case <-time.After(5 * time.Second):
-			t.Fatal("the first ReadMerged returned nothing")
-		}
-	}
+	next, stop := mergeInBackground(t, c)
 	s.Producer(0).Emit(0, "first", []byte{0xc0})
-	receive() // the first read is running
+	next("the first event") // the first read is running
 	noop := func(*kmes.Record) error { return nil }
-	for name, read := range map[string]func(func(*kmes.Record) error) error{"ReadMerged": c.ReadMerged, "ReadPerCPU": c.ReadPerCPU} {
+	reads := map[string]func(func(*kmes.Record) error) error{"ReadMerged": c.ReadMerged, "ReadPerCPU": c.ReadPerCPU}
+	for name, read := range reads {
 		if err := read(noop); !errors.Is(err, kmes.ErrBusy) {
 			t.Errorf("%s during ReadMerged: %v, want ErrBusy", name, err)
 		}
@@ -344,15 +349,12 @@ func TestConsumerRefusesASecondRead(t *testing.T) {
 	// back to sleep.
 	s.Producer(1).Emit(0, "second", []byte{0xc0})
 	s.Producer(0).Emit(0, "third", []byte{0xc0})
-	receive()
-	receive()
+	next("the second event")
+	next("the third event")
 	time.Sleep(10 * time.Millisecond) // the readers find their rings empty again
-	c.Close()
-	if err := <-done; err != nil {
-		t.Fatalf("the first ReadMerged: %v", err)
-	}
+	stop()
 	// A Consumer is read once.
-	for name, read := range map[string]func(func(*kmes.Record) error) error{"ReadMerged": c.ReadMerged, "ReadPerCPU": c.ReadPerCPU} {
+	for name, read := range reads {
 		if err := read(noop); !errors.Is(err, kmes.ErrClosed) {
 			t.Errorf("%s after a read returned: %v, want ErrClosed", name, err)
 		}

@@ -217,7 +217,9 @@ func (r *Ring) Stats() Stats {
 // what was counted.
 func (r *Ring) Close() error {
 	// The positions move to a page of zeros of the Ring's own, before the
-	// mapping goes, so nothing reads it once it is unmapped.
+	// mapping goes, so nothing reads it once it is unmapped. The futex
+	// words stay: a closed Ring never waits, and Reader.Close may still
+	// wake on them from another goroutine.
 	r.positions(make([]byte, MetaPageSize))
 	r.data, r.buf = nil, nil
 	r.readPos, r.bufPos, r.bufW = 0, 0, 0
@@ -406,13 +408,15 @@ func (r *Ring) follow(old *Ring) {
 
 // armWait prepares to sleep (KMES.md §4, Wait). It returns the counter
 // to pass to FUTEX_WAIT, or false when there is something to read after
-// all. No wake-up is lost, whatever other readers of the ring do: if the
-// producer clears need_wake before our store, our store stands and its
-// next publish wakes us; if it clears it after our store, it bumps the
-// counter after our load, so the wait on the value loaded returns at once
-// (or the re-load sees the event). Were the counter loaded after the
-// store, a clear for an earlier event could land between the two and we
-// would sleep on the new counter with our request gone.
+// all. No wake-up is lost, whatever other readers of the ring do. A
+// publish whose need_wake check comes before our store stored write_pos
+// before that check, so our re-load sees it. One whose check comes after
+// finds need_wake set, or cleared since our store by the producer's
+// previous check: either way a bump follows our store, hence our load of
+// the counter, and FUTEX_WAIT on the value loaded returns at once or is
+// woken. Were the counter loaded after the store, a clear and bump
+// between the two would leave us asleep on the new value, our request
+// gone.
 func (r *Ring) armWait() (uint32, bool) {
 	v := r.futex.Load()
 	r.needWake.Store(1)
