@@ -220,6 +220,16 @@ check_config() {
 	return $bad
 }
 
+# ccache_summary prints how many of a build's compiles ccache served, from
+# its stats log (CCACHE_STATSLOG), or nothing without one.
+ccache_summary() {
+	[ -s "$1" ] || return 0
+	local hits misses
+	hits=$(grep -cE '^(direct|preprocessed)_cache_hit$' "$1" || true)
+	misses=$(grep -cx 'cache_miss' "$1" || true)
+	echo "; ccache: $hits of $((hits + misses)) compiles hit, build/logs/$(basename "$1") says which"
+}
+
 cmd_build() {
 	local flavor=${1:-debug}
 	case "$flavor" in
@@ -253,6 +263,11 @@ cmd_build() {
 	# a git tree; CONFIG_LOCALVERSION supplies -kmes.
 	local mk=(make -C "$tree" O="$obj" -j"$jobs" LOCALVERSION= KBUILD_BUILD_VERSION="$tree_state")
 	command -v ccache >/dev/null && mk+=(CC="ccache gcc")
+	# What ccache did for this build alone, for the last line: the
+	# nokmes build should be served almost whole by the debug one's.
+	local stats=$logs/ccache-$flavor.log
+	rm -f "$stats"
+	export CCACHE_STATSLOG=$stats
 
 	if [ "$(cat "$obj/.kmes-config-key" 2>/dev/null)" != "$cfg_key" ] || [ ! -f "$obj/.config" ]; then
 		say "configuring $flavor from ${frags[*]##*/}"
@@ -323,7 +338,7 @@ cmd_build() {
 EOF
 	cp "$obj/.config" "$out/config"
 	echo "$build_key" >"$out/build-key"
-	say "built build/kernel-$flavor/bzImage: $release $version ($((SECONDS - t0)) s)"
+	say "built build/kernel-$flavor/bzImage: $release $version ($((SECONDS - t0)) s$(ccache_summary "$stats"))"
 }
 
 cmd_export() {
