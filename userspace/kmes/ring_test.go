@@ -181,6 +181,46 @@ func TestRingCountsDropsSeparately(t *testing.T) {
 	}
 }
 
+// TestRingDroppedFromTheProducerPage reads the producer's own dropped
+// count (KMES_META_DROPPED_OFF): every drop counts, whether or not a
+// reader saw its sequence gap, a swap carries the count to the new ring,
+// and a closed Ring reads 0.
+func TestRingDroppedFromTheProducerPage(t *testing.T) {
+	p, r := newSimRing(t, testCapacity)
+	if d := r.Dropped(); d != 0 {
+		t.Fatalf("a new ring's dropped count is %d", d)
+	}
+	p.Drop()
+	p.Emit(0, "big", make([]byte, testCapacity/2)) // larger than half the ring
+	if d, pd := r.Dropped(), p.Dropped(); d != 2 || pd != 2 {
+		t.Fatalf("dropped %d (producer %d) after two drops, want 2", d, pd)
+	}
+	p.SetDropped(1 << 40)
+	if d := r.Dropped(); d != 1<<40 {
+		t.Fatalf("dropped %d, the producer page says %d", d, uint64(1)<<40)
+	}
+	n, err := p.Swap(2 * testCapacity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	n.Drop()
+	nr, err := n.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := nr.Dropped(); d != 1<<40+1 {
+		t.Errorf("the new ring's dropped count is %d, want the old one's carried over plus 1 (%d)", d, uint64(1)<<40+1)
+	}
+	if d := r.Dropped(); d != 1<<40 {
+		t.Errorf("the replaced ring's dropped count moved to %d", d)
+	}
+	r.Close()
+	if d := r.Dropped(); d != 0 {
+		t.Errorf("dropped %d after Close, want 0", d)
+	}
+}
+
 func TestRingSeekEnd(t *testing.T) {
 	p, r := newSimRing(t, testCapacity)
 	p.Emit(0, "old", []byte{0xc0})

@@ -37,6 +37,7 @@ type Ring struct {
 	writePos *atomic.Uint64
 	tailPos  *atomic.Uint64
 	gen      *atomic.Uint64
+	dropped  *atomic.Uint64
 	futex    *atomic.Uint32
 	needWake *atomic.Uint32
 
@@ -74,6 +75,7 @@ func New(cpu int, capacity uint64, generation uint64) (*Ring, error) {
 	r.writePos = (*atomic.Uint64)(word(kmes.MetaWritePosOff))
 	r.tailPos = (*atomic.Uint64)(word(kmes.MetaTailPosOff))
 	r.gen = (*atomic.Uint64)(word(kmes.MetaGenOff))
+	r.dropped = (*atomic.Uint64)(word(kmes.MetaDroppedOff))
 	r.futex = (*atomic.Uint32)(word(kmes.MetaFutexOff))
 	r.needWake = (*atomic.Uint32)(word(kmes.MetaNeedWakeOff))
 
@@ -163,6 +165,15 @@ func (r *Ring) TailPos() uint64 { return r.tailPos.Load() }
 // Generation returns the ring's generation.
 func (r *Ring) Generation() uint64 { return r.gen.Load() }
 
+// Dropped returns the dropped count of the producer page: the events
+// dropped on this CPU, carried over by swaps.
+func (r *Ring) Dropped() uint64 { return r.dropped.Load() }
+
+// SetDropped stores n as the producer page's dropped count, as if the
+// kernel had dropped that many events on this CPU without consuming
+// sequence numbers here (Drop does both).
+func (r *Ring) SetDropped(n uint64) { r.dropped.Store(n) }
+
 // Event is one event to emit.
 type Event struct {
 	Type    string
@@ -171,7 +182,8 @@ type Event struct {
 
 // Emit writes one event and publishes it. It returns the event's sequence
 // number, or 0 when the event is dropped (larger than half the ring; its
-// sequence number is consumed all the same, as the kernel does).
+// sequence number is consumed and the dropped count incremented, as the
+// kernel does).
 func (r *Ring) Emit(origin uint8, typ string, payload []byte) uint64 {
 	return r.EmitBatch(origin, []Event{{typ, payload}})[0]
 }
@@ -187,6 +199,7 @@ func (r *Ring) EmitBatch(origin uint8, events []Event) []uint64 {
 		r.seq++
 		size := uint64(kmes.HdrBaseSize + len(ev.Type) + len(ev.Payload))
 		if size > r.capacity/2 || len(ev.Type) == 0 {
+			r.dropped.Add(1)
 			continue
 		}
 		r.makeRoom(pos, size)
@@ -198,9 +211,13 @@ func (r *Ring) EmitBatch(origin uint8, events []Event) []uint64 {
 	return seqs
 }
 
-// Drop consumes a sequence number without writing: an event the kernel
-// dropped before it reached the ring.
-func (r *Ring) Drop() { r.seq++ }
+// Drop consumes a sequence number without writing and counts it in the
+// producer page's dropped count: an event the kernel dropped before it
+// reached the ring.
+func (r *Ring) Drop() {
+	r.seq++
+	r.dropped.Add(1)
+}
 
 // WriteRaw writes raw as one event of size declared bytes (raw's own
 // event_size field is left as given) and publishes it, so tests can plant
@@ -280,6 +297,7 @@ func (r *Ring) Swap(capacity uint64) (*Ring, error) {
 	}
 	n.Now = r.Now
 	n.seq = r.seq
+	n.dropped.Store(r.dropped.Load())
 	// The newest events that fit, whole.
 	w := r.writePos.Load()
 	start := r.tailPos.Load()
