@@ -47,15 +47,14 @@ func mapRing(fd int, capacity uint64) (*Ring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mmap ring (%d bytes): %w", MapSize(capacity), err)
 	}
-	r, err := NewRing(m)
+	r, err := NewMappedRing(m, func() error { return unix.Munmap(m) })
 	if err != nil {
 		unix.Munmap(m)
 		return nil, err
 	}
 	if r.Capacity() != capacity {
-		unix.Munmap(m)
+		r.Close()
 		return nil, fmt.Errorf("map ring of cpu %d: capacity %d, kmes_attach said %d", r.CPU(), r.Capacity(), capacity)
 	}
-	r.closer = func() error { return unix.Munmap(m) }
 	return r, nil
 }

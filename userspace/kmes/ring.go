@@ -145,6 +145,17 @@ func NewRing(mapping []byte) (*Ring, error) {
 	return r, nil
 }
 
+// NewMappedRing is NewRing for a RingSource that maps rings its own way:
+// Close calls unmap, once, when the Ring no longer reads the mapping.
+func NewMappedRing(mapping []byte, unmap func() error) (*Ring, error) {
+	r, err := NewRing(mapping)
+	if err != nil {
+		return nil, err
+	}
+	r.closer = unmap
+	return r, nil
+}
+
 // positions points write_pos, tail_pos, the generation and the dropped
 // count into meta, a producer page.
 func (r *Ring) positions(meta []byte) {

@@ -130,13 +130,40 @@ func (r *Ring) Mapping() ([]byte, error) {
 	return m, nil
 }
 
-// Reader returns a kmes.Ring reading a new mapping of r.
+// Reader returns a kmes.Ring reading a new mapping of r, which its Close
+// unmaps (as kmes.Attach's rings are unmapped when closed).
 func (r *Ring) Reader() (*kmes.Ring, error) {
 	m, err := r.Mapping()
 	if err != nil {
 		return nil, err
 	}
-	return kmes.NewRing(m)
+	kr, err := kmes.NewMappedRing(m, func() error { return r.unmap(m) })
+	if err != nil {
+		r.unmap(m)
+		return nil, err
+	}
+	return kr, nil
+}
+
+// unmap releases one of the readers' mappings, unless Close did already.
+func (r *Ring) unmap(m []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, x := range r.mappings {
+		if &x[0] == &m[0] {
+			r.mappings = append(r.mappings[:i], r.mappings[i+1:]...)
+			return unix.MunmapPtr(unsafe.Pointer(&m[0]), uintptr(len(m)))
+		}
+	}
+	return nil
+}
+
+// Mapped returns the number of readers' mappings of the ring that are
+// still mapped (Mapping's, and Reader's until their Close).
+func (r *Ring) Mapped() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.mappings)
 }
 
 // Close unmaps every mapping of the ring and closes the memfd.
@@ -314,17 +341,24 @@ func (r *Ring) Swap(capacity uint64) (*Ring, error) {
 	return n, nil
 }
 
-// Source is a kmes.RingSource over simulated rings, one per CPU; Swap
-// replaces one of them as the kernel's re-attach would then see it.
+// Source is a kmes.RingSource over simulated rings, one per CPU. Swap
+// replaces one of them, SetCapacity all of them as a write of
+// kernel.kmes.buffer_capacity does; re-attaches then see the new rings.
 type Source struct {
-	mu    sync.Mutex
+	// mu guards rings and old. Swaps hold it throughout, so that Rings
+	// and Ring wait for a swap to end, as kmes_attach does.
+	mu sync.Mutex
+	// cpu[i] is CPU i's producer lock: Source.Emit and the swaps of CPU
+	// i's ring hold it, as the kernel disables preemption on the CPU.
+	// rings[i] changes only with both mu and cpu[i] held.
+	cpu   []sync.Mutex
 	rings []*Ring
-	old   []*Ring
+	old   []*Ring // replaced rings that readers may still map
 }
 
 // NewSource creates n rings of the given capacity, generation 1.
 func NewSource(n int, capacity uint64) (*Source, error) {
-	s := &Source{}
+	s := &Source{cpu: make([]sync.Mutex, n)}
 	for cpu := 0; cpu < n; cpu++ {
 		r, err := New(cpu, capacity, 1)
 		if err != nil {
@@ -336,18 +370,40 @@ func NewSource(n int, capacity uint64) (*Source, error) {
 	return s, nil
 }
 
-// Producer returns the current ring of CPU i, to emit into.
+// Producer returns the current ring of CPU i, to emit into from a single
+// goroutine that does not race the swaps (Emit does not).
 func (s *Source) Producer(i int) *Ring {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.rings[i]
 }
 
+// Emit writes an event into CPU i's current ring, never while that ring
+// is being swapped, and returns its sequence number (Ring.Emit). Emits on
+// one CPU must come from one goroutine at a time.
+func (s *Source) Emit(i int, origin uint8, typ string, payload []byte) uint64 {
+	return s.EmitBatch(i, origin, []Event{{typ, payload}})[0]
+}
+
+// EmitBatch is Ring.EmitBatch into CPU i's current ring, as Emit.
+func (s *Source) EmitBatch(i int, origin uint8, events []Event) []uint64 {
+	s.cpu[i].Lock()
+	defer s.cpu[i].Unlock()
+	return s.rings[i].EmitBatch(origin, events)
+}
+
 // Swap gives CPU i a new ring of the given capacity and returns it. The
-// caller must not emit into CPU i's ring concurrently.
+// caller must not emit into CPU i's ring concurrently but through Emit.
 func (s *Source) Swap(i int, capacity uint64) (*Ring, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.swap(i, capacity)
+}
+
+// swap is Swap with s.mu held.
+func (s *Source) swap(i int, capacity uint64) (*Ring, error) {
+	s.cpu[i].Lock()
+	defer s.cpu[i].Unlock()
 	n, err := s.rings[i].Swap(capacity)
 	if err != nil {
 		return nil, err
@@ -355,6 +411,62 @@ func (s *Source) Swap(i int, capacity uint64) (*Ring, error) {
 	s.old = append(s.old, s.rings[i])
 	s.rings[i] = n
 	return n, nil
+}
+
+// SetCapacity replaces every CPU's ring by one of the given capacity (the
+// next generation), as a write of kernel.kmes.buffer_capacity does, even
+// when the capacity is the current one. It fails with EINVAL for a
+// capacity that is not a power of two in range, and with EBUSY, changing
+// nothing, while a reader still maps a ring that a swap replaced: at most
+// two generations exist. Rings and Ring wait until it is done.
+func (s *Source) SetCapacity(capacity uint64) error {
+	if capacity < kmes.CapacityMin || capacity > kmes.CapacityMax || capacity&(capacity-1) != 0 {
+		return fmt.Errorf("set capacity %d: %w", capacity, unix.EINVAL)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.retire(); err != nil {
+		return fmt.Errorf("set capacity %d: %w", capacity, err)
+	}
+	for i := range s.rings {
+		if _, err := s.swap(i, capacity); err != nil {
+			return fmt.Errorf("set capacity %d: cpu %d: %w", capacity, i, err)
+		}
+	}
+	return nil
+}
+
+// retire closes the replaced rings no reader maps any more, and fails
+// with EBUSY if some reader still maps one.
+func (s *Source) retire() error {
+	kept := s.old[:0]
+	for _, r := range s.old {
+		if r.Mapped() > 0 {
+			kept = append(kept, r)
+			continue
+		}
+		r.Close()
+	}
+	clear(s.old[len(kept):])
+	s.old = kept
+	if len(kept) > 0 {
+		return fmt.Errorf("the ring of cpu %d of generation %d is still mapped: %w", kept[0].cpu, kept[0].Generation()-1, unix.EBUSY)
+	}
+	return nil
+}
+
+// Replaced returns the number of replaced rings that some reader still
+// maps.
+func (s *Source) Replaced() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range s.old {
+		if r.Mapped() > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // Rings maps every current ring for a reader.
@@ -365,6 +477,9 @@ func (s *Source) Rings() ([]*kmes.Ring, error) {
 	for _, r := range s.rings {
 		kr, err := r.Reader()
 		if err != nil {
+			for _, kr := range rs {
+				kr.Close()
+			}
 			return nil, err
 		}
 		rs = append(rs, kr)
