@@ -34,6 +34,16 @@ const (
 // Reader reads one CPU's ring and blocks when it is empty: the whole read
 // protocol of KMES.md §4, generation changes included. Read is for one
 // goroutine; Close and Stats may be called from any.
+//
+// When kernel.kmes.buffer_capacity changes, the kernel replaces every
+// ring (a swap) and wakes their sleepers. Read then drains the old ring
+// up to its final write_pos, attaches again, unmaps the old ring (no file
+// descriptor is kept open) and goes on in the new one after the last
+// event it passed: no event is returned twice, and none is lost unless
+// the producer overran the new ring before the Reader got to it.
+// Until a Read does this the Reader keeps the old ring mapped, and the
+// kernel refuses the next swap with EBUSY: keep reading, or Close the
+// Reader.
 type Reader struct {
 	src   RingSource
 	index int
@@ -190,7 +200,9 @@ func (rd *Reader) sleep() error {
 	return futexWait(rd.ring.futex, val)
 }
 
-// reattach replaces a ring whose generation changed, after it was drained.
+// reattach replaces a ring whose generation changed, after it was drained,
+// and unmaps it at once: the kernel refuses a further swap while a
+// replaced ring is mapped.
 func (rd *Reader) reattach() error {
 	old := rd.ring
 	ring, err := rd.src.Ring(rd.index)

@@ -422,14 +422,50 @@ func (r *Ring) account(seq uint64) {
 }
 
 // follow makes r, a new generation of old's ring, go on where old stopped:
-// events old returned are skipped and the counts carry over.
+// events old returned or passed over are skipped and the counts carry
+// over. old was drained up to its final write_pos, and the new ring
+// starts with the newest of old's events that fit: every one of them was
+// old's to read, so none is returned again. A reader that read none of
+// them (it started at the end, and nothing came since) learns the last
+// one's sequence number from old itself.
 func (r *Ring) follow(old *Ring) {
 	r.count = old.count
-	r.skipThrough = old.count.lastSeq
+	skip := max(old.skipThrough, old.count.lastSeq)
+	if last, ok := old.lastSequence(); ok {
+		skip = max(skip, last)
+	}
+	if !r.count.known && skip != 0 {
+		// What old held before the reader's start is not owed to it:
+		// counting starts after it.
+		r.count.lastSeq, r.count.known = skip, true
+	}
+	r.skipThrough = skip
 	r.publish()
 	// Events between the last one read and the first the new ring holds
 	// were lost in the swap.
 	r.lapped = true
+}
+
+// lastSequence returns the sequence number of the last event of a
+// replaced ring, walking its events from tail_pos to write_pos: both are
+// final once the generation changed. It returns false for an empty ring,
+// or when the walk meets a size that cannot be right.
+func (r *Ring) lastSequence() (uint64, bool) {
+	if !r.generationChanged() {
+		return 0, false
+	}
+	var last uint64
+	w := r.writePos.Load()
+	for pos := r.tailPos.Load(); pos < w; {
+		off := pos & r.mask
+		size := uint64(binary.LittleEndian.Uint32(r.data[off:]))
+		if size <= HdrBaseSize || size > r.capacity/2 || size > w-pos {
+			return 0, false
+		}
+		last = binary.LittleEndian.Uint64(r.data[off+HdrSequenceOff:])
+		pos += size
+	}
+	return last, last != 0
 }
 
 // armWait prepares to sleep (KMES.md §4, Wait). It returns the counter

@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/kmes-project/kmes/userspace/internal/ringsim"
 )
@@ -211,5 +214,110 @@ func TestStatSimulated(t *testing.T) {
 		`{"cpu":1,"generation":1,"capacity":65536,"write_pos":64,"tail_pos":0,"in_use":64,"dropped":1}]` + "\n"
 	if err != nil || out != wantJSON {
 		t.Errorf("stat --json after a swap: %v\n%s\nwant\n%s", err, out, wantJSON)
+	}
+}
+
+// setCapacity swaps every simulated ring, retrying while a reader has not
+// followed the last swap yet (EBUSY).
+func setCapacity(t *testing.T, src *ringsim.Source, capacity uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := src.SetCapacity(capacity)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			t.Fatalf("set capacity %d: %v", capacity, err)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// tail follows swaps of the rings: every event once, in sequence on each
+// CPU, and no loss reported.
+func TestTailFollowsASwap(t *testing.T) {
+	const per = 5 // events per CPU between swaps
+	src := withSimRings(t, 2)
+	emit := func(round int) {
+		for cpu := range 2 {
+			for range per {
+				src.Emit(cpu, 0, "x", []byte{byte(round)})
+			}
+			src.Emit(cpu, 0, "other", []byte{0xc0})
+		}
+	}
+	lines := func(out *syncBuffer) int { return strings.Count(out.String(), "\n") }
+	var out, errOut syncBuffer
+	done := make(chan error, 1)
+	emit(0)
+	go func() {
+		done <- run([]string{"tail", "--from-start", "--type", "x", "--count", fmt.Sprint(3 * 2 * per)}, strings.NewReader(""), &out, &errOut)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	waitLines := func(n int) {
+		t.Helper()
+		for lines(&out) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("tail printed %d lines, want %d:\n%s", lines(&out), n, out.String())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitLines(2 * per)
+	setCapacity(t, src, 131072)
+	emit(1)
+	waitLines(4 * per)
+	setCapacity(t, src, 65536) // after tail followed the first swap
+	emit(2)
+	if err := <-done; err != nil {
+		t.Fatalf("tail: %v", err)
+	}
+	last := map[int]int{}
+	for _, l := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
+		var cpu, seq, round int
+		if _, err := fmt.Sscanf(l, `{"cpu":%d,"seq":%d,`, &cpu, &seq); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		if _, err := fmt.Sscanf(l[strings.Index(l, `"payload":`):], `"payload":%d}`, &round); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		// Each round's per events on a CPU, then an event of another
+		// type, which tail leaves out.
+		want := last[cpu] + 1
+		if last[cpu]%(per+1) == per {
+			want++
+		}
+		if seq != want || round != (seq-1)/(per+1) {
+			t.Errorf("cpu %d: sequence %d of round %d after %d; want %d", cpu, seq, round, last[cpu], want)
+		}
+		last[cpu] = seq
+	}
+	if last[0] != 3*(per+1)-1 || last[1] != 3*(per+1)-1 {
+		t.Errorf("tail stopped at sequences %v; output:\n%s", last, out.String())
+	}
+	if errOut.String() != "" {
+		t.Errorf("tail reported: %s", errOut.String())
+	}
+	if n := src.Replaced(); n != 0 {
+		t.Errorf("%d replaced rings still mapped after tail ended", n)
+	}
+}
+
+// stat shows the new rings after a swap, and leaves nothing mapped that
+// would refuse the next one.
+func TestStatAcrossSwaps(t *testing.T) {
+	src := withSimRings(t, 2)
+	src.Producer(1).Drop()
+	for i, capacity := range []uint64{131072, 65536, 131072} {
+		if err := src.SetCapacity(capacity); err != nil {
+			t.Fatalf("swap %d: %v (stat kept a ring mapped)", i+1, err)
+		}
+		out, _, err := runArgs(t, "", "stat", "--json")
+		want := fmt.Sprintf(`[{"cpu":0,"generation":%d,"capacity":%d,"write_pos":0,"tail_pos":0,"in_use":0,"dropped":0},`+
+			`{"cpu":1,"generation":%[1]d,"capacity":%[2]d,"write_pos":0,"tail_pos":0,"in_use":0,"dropped":1}]`+"\n", i+2, capacity)
+		if err != nil || out != want {
+			t.Errorf("stat --json after swap %d: %v\n%s\nwant\n%s", i+1, err, out, want)
+		}
 	}
 }
