@@ -75,16 +75,21 @@ func topologies(t testing.TB, names ...string) []vm.Topology {
 	return ts
 }
 
-// selftestTopologies run, in the same boot as the boot suite, the kmes
-// guest suite (tests/guest/kmes: the Go library, kmesctl and kmes-demo
-// against the kernel) and the kmes kselftests (build/selftests/kmes).
+// kmesTopologies run, in the same boot as the boot suite, the kmes guest
+// suite (tests/guest/kmes: the Go library, kmesctl and kmes-demo against
+// the kernel); nohuge, whose rings are resized on the command line, among
+// them.
+var kmesTopologies = []string{"smp1", "smp4-numa2", "nohuge"}
+
+// selftestTopologies also run the kmes kselftests (build/selftests/kmes),
+// after the kmes guest suite.
 var selftestTopologies = []string{"smp1", "smp4-numa2"}
 
 // TestBoot boots every topology preset and checks that the guest is what
 // the preset says and runs the kernel built from patches/; in
-// selftestTopologies it also runs the kmes guest suite
-// (TestBoot/<topology>/kmes/<test>) and the kmes kselftests
-// (TestBoot/<topology>/selftests/kmes/<program>/<test>).
+// kmesTopologies it also runs the kmes guest suite
+// (TestBoot/<topology>/kmes/<test>) and in selftestTopologies the kmes
+// kselftests (TestBoot/<topology>/selftests/kmes/<program>/<test>).
 func TestBoot(t *testing.T) {
 	e := setup(t)
 	for _, topo := range topologies(t, vm.TopologyNames()...) {
@@ -97,8 +102,10 @@ func TestBoot(t *testing.T) {
 				Suites:    []string{"boot"},
 				LogDir:    e.logDir,
 			}
-			if slices.Contains(selftestTopologies, topo.Name) {
+			if slices.Contains(kmesTopologies, topo.Name) {
 				r.Suites = append(r.Suites, "kmes")
+			}
+			if slices.Contains(selftestTopologies, topo.Name) {
 				r.Selftests = []string{"kmes"}
 			}
 			vm.RunGuestTests(t, r)

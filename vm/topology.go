@@ -25,13 +25,21 @@ type Topology struct {
 	// guest has no 2 MiB pages at all.
 	HugePages int
 	NoHuge    bool
+	// Cmdline is what else the preset puts on the kernel command line,
+	// after what its shape needs: settings the guest tests must also see
+	// made at boot.
+	Cmdline []string
 }
 
 var presets = []Topology{
 	{Name: "smp1", Description: "1 vCPU, 1 node, 1 GiB", CPUs: 1, Nodes: 1, MemoryMiB: 1024},
 	{Name: "smp4-numa2", Description: "4 vCPUs on 2 NUMA nodes (CPUs 0-1 on node 0, 2-3 on node 1), 2 GiB", CPUs: 4, Nodes: 2, MemoryMiB: 2048},
 	{Name: "hugepages", Description: "smp4-numa2 with 128 2 MiB hugepages reserved at boot", CPUs: 4, Nodes: 2, MemoryMiB: 2048, HugePages: 128},
-	{Name: "nohuge", Description: "smp4-numa2 with no hugepages reserved and transparent hugepages off", CPUs: 4, Nodes: 2, MemoryMiB: 2048, NoHuge: true},
+	// nohuge also boots with 2 MiB rings (a swap at boot, before init):
+	// the guest tests check the rings' generation and capacity, and that
+	// the kmes.init event survived.
+	{Name: "nohuge", Description: "smp4-numa2 with no hugepages reserved and transparent hugepages off; 2 MiB KMES rings from the command line",
+		CPUs: 4, Nodes: 2, MemoryMiB: 2048, NoHuge: true, Cmdline: []string{"sysctl.kernel.kmes.buffer_capacity=2097152"}},
 }
 
 // DefaultTopology is what 'make run' boots.
@@ -89,15 +97,17 @@ func (t Topology) QEMUArgs() []string {
 	return args
 }
 
-// KernelArgs returns the kernel command line arguments this shape needs.
+// KernelArgs returns the kernel command line arguments this shape needs,
+// then the preset's Cmdline.
 func (t Topology) KernelArgs() []string {
+	var args []string
 	switch {
 	case t.NoHuge:
-		return []string{"hugepages=0", "transparent_hugepage=never"}
+		args = []string{"hugepages=0", "transparent_hugepage=never"}
 	case t.HugePages > 0:
-		return []string{"hugepagesz=2M", "hugepages=" + strconv.Itoa(t.HugePages)}
+		args = []string{"hugepagesz=2M", "hugepages=" + strconv.Itoa(t.HugePages)}
 	}
-	return nil
+	return append(args, t.Cmdline...)
 }
 
 // Validate reports a preset that QEMU could not build.
@@ -115,6 +125,11 @@ func (t Topology) Validate() error {
 		return fmt.Errorf("topology %s: %d hugepages leave too little memory", t.Name, t.HugePages)
 	case t.NoHuge && t.HugePages > 0:
 		return fmt.Errorf("topology %s: NoHuge with hugepages reserved", t.Name)
+	}
+	for _, a := range t.Cmdline {
+		if a == "" || strings.ContainsAny(a, " \t\n") {
+			return fmt.Errorf("topology %s: command line argument %q is not one word", t.Name, a)
+		}
 	}
 	return nil
 }

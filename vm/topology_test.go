@@ -41,7 +41,7 @@ func TestPresets(t *testing.T) {
 		{
 			name:    "nohuge",
 			qemu:    numa2,
-			kernel:  []string{"hugepages=0", "transparent_hugepage=never"},
+			kernel:  []string{"hugepages=0", "transparent_hugepage=never", "sysctl.kernel.kmes.buffer_capacity=2097152"},
 			cpuNode: []int{0, 0, 1, 1},
 		},
 	} {
@@ -88,6 +88,8 @@ func TestValidateRejects(t *testing.T) {
 		{Name: "unevenmem", CPUs: 2, Nodes: 2, MemoryMiB: 1025},
 		{Name: "toomanyhuge", CPUs: 1, Nodes: 1, MemoryMiB: 1024, HugePages: 256},
 		{Name: "both", CPUs: 1, Nodes: 1, MemoryMiB: 1024, HugePages: 8, NoHuge: true},
+		{Name: "emptyarg", CPUs: 1, Nodes: 1, MemoryMiB: 1024, Cmdline: []string{""}},
+		{Name: "twoargs", CPUs: 1, Nodes: 1, MemoryMiB: 1024, Cmdline: []string{"a=1 b=2"}},
 	} {
 		if err := topo.Validate(); err == nil {
 			t.Errorf("Validate(%+v) = nil, want an error", topo)
