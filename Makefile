@@ -25,6 +25,7 @@ help:
 	@echo "make vmtest          boot the topologies under the debug kernel and run the guest tests"
 	@echo "make test            host unit tests, then make vmtest (what CI runs)"
 	@echo "make bench          benchmarks in the guest under -icount (plain kernel)"
+	@echo "make swap-stress     SWAP_LOOPS (default 20000) ring capacity swaps under load in the guest (plain kernel)"
 	@echo "make clean           remove build/ except build/linux's unpacked base"
 
 clean:

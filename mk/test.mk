@@ -53,3 +53,18 @@ bench: kernel initramfs
 	@KMES_ICOUNT=1 KMES_KERNEL=$(KERNEL) KMES_INITRAMFS=$(INITRAMFS) KMES_LOG_DIR=$(LOGS)/vm KMES_TOPOLOGIES=$(KMES_TOPOLOGIES) \
 		go test -run '^$$' -bench . -benchtime 1x -timeout 60m ./tests/ 2>&1 | tee $(LOGS)/bench.log \
 		| grep -E '^(Benchmark|ok|FAIL|PASS)|kernel log:'
+
+# make swap-stress boots the plain kernel (smp4-numa2, or KMES_TOPOLOGIES)
+# and runs only the kmes guest suite's TestSwapLoop with SWAP_LOOPS swaps
+# of the ring capacity (make vmtest runs 200 under the debug kernel).
+# Results: build/logs/swap-stress.log.
+.PHONY: swap-stress
+swap-stress: FLAVOR = plain
+SWAP_LOOPS ?= 20000
+swap-stress: check-vmtest-topologies kernel initramfs
+	@mkdir -p $(LOGS)/vm
+	@echo "swap-stress: $(SWAP_LOOPS) swaps under $(KERNEL) (log: build/logs/swap-stress.log, serial logs: build/logs/vm/)"
+	@KMES_SWAP_LOOPS=$(SWAP_LOOPS) KMES_KERNEL=$(KERNEL) KMES_INITRAMFS=$(INITRAMFS) KMES_LOG_DIR=$(LOGS)/vm KMES_TOPOLOGIES=$(KMES_TOPOLOGIES) \
+		go test -v -count=1 -run '^TestSwapStress$$' -timeout 90m ./tests/ 2>&1 \
+		| tee $(LOGS)/swap-stress.log | { grep --line-buffered -E '^(=== RUN|\s*--- (PASS|FAIL|SKIP)|ok |FAIL|PASS$$|panic:)|kernel log:|swaps in' || true; } \
+		|| { echo "swap-stress: FAILED; the guest's output and serial console are in build/logs/swap-stress.log"; exit 1; }
