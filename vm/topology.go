@@ -39,7 +39,7 @@ var presets = []Topology{
 	// the guest tests check the rings' generation and capacity, and that
 	// the kmes.init event survived.
 	{Name: "nohuge", Description: "smp4-numa2 with no hugepages reserved and transparent hugepages off; 2 MiB KMES rings from the command line",
-		CPUs: 4, Nodes: 2, MemoryMiB: 2048, NoHuge: true, Cmdline: []string{"sysctl.kernel.kmes.buffer_capacity=2097152"}},
+		CPUs: 4, Nodes: 2, MemoryMiB: 2048, NoHuge: true, Cmdline: []string{"kmes.buffer_capacity=1048576", "sysctl.kernel.kmes.buffer_capacity=2097152"}},
 }
 
 // DefaultTopology is what 'make run' boots.

@@ -41,7 +41,7 @@ func TestPresets(t *testing.T) {
 		{
 			name:    "nohuge",
 			qemu:    numa2,
-			kernel:  []string{"hugepages=0", "transparent_hugepage=never", "sysctl.kernel.kmes.buffer_capacity=2097152"},
+			kernel:  []string{"hugepages=0", "transparent_hugepage=never", "kmes.buffer_capacity=1048576", "sysctl.kernel.kmes.buffer_capacity=2097152"},
 			cpuNode: []int{0, 0, 1, 1},
 		},
 	} {

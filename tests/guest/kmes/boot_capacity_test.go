@@ -18,18 +18,17 @@ import (
 // CPU 0 on x86.
 const bootCPU = 0
 
-// cmdlineCapacity returns the value of sysctl.kernel.kmes.buffer_capacity
-// on the kernel command line (the nohuge topology sets 2 MiB), and
-// whether it is there.
-func cmdlineCapacity(t *testing.T) (uint64, bool) {
+// cmdlineValue returns the value of the numeric kernel parameter key on
+// the kernel command line, and whether it is there.
+func cmdlineValue(t *testing.T, key string) (uint64, bool) {
 	t.Helper()
 	b, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, arg := range strings.Fields(string(b)) {
-		key, val, ok := strings.Cut(arg, "=")
-		if !ok || strings.ReplaceAll(key, "/", ".") != "sysctl.kernel.kmes.buffer_capacity" {
+		k, val, ok := strings.Cut(arg, "=")
+		if !ok || strings.ReplaceAll(k, "/", ".") != key {
 			continue
 		}
 		n, err := strconv.ParseUint(val, 10, 64)
@@ -41,12 +40,30 @@ func cmdlineCapacity(t *testing.T) (uint64, bool) {
 	return 0, false
 }
 
-// TestCapacityFromTheCommandLine: sysctl.kernel.kmes.buffer_capacity on
-// the kernel command line is applied before init, as a swap of the boot
-// rings: every ring is of generation 2 and of that capacity, the sysctl
-// reads it, and the boot CPU's ring still starts with the kmes.init event
-// (origin 1, sequence 1), copied from the boot ring, whose capacity its
-// payload names. Without the parameter, the rings have the sysctl's
+// cmdlineCapacity returns the value of sysctl.kernel.kmes.buffer_capacity
+// on the kernel command line (the nohuge topology sets 2 MiB), and
+// whether it is there.
+func cmdlineCapacity(t *testing.T) (uint64, bool) {
+	return cmdlineValue(t, "sysctl.kernel.kmes.buffer_capacity")
+}
+
+// bootCapacity is the capacity the rings were created with:
+// kmes.buffer_capacity= on the command line (nohuge sets 1 MiB), else the
+// kernel's default.
+func bootCapacity(t *testing.T) uint64 {
+	if n, ok := cmdlineValue(t, "kmes.buffer_capacity"); ok {
+		return n
+	}
+	return defaultCapacity
+}
+
+// TestCapacityFromTheCommandLine: kmes.buffer_capacity= on the kernel
+// command line is the capacity the rings are created with, and
+// sysctl.kernel.kmes.buffer_capacity is applied before init, as a swap of
+// the boot rings: every ring is of generation 2 and of that capacity, the
+// sysctl reads it, and the boot CPU's ring still starts with the kmes.init
+// event (origin 1, sequence 1), copied from the boot ring, whose capacity
+// (kmes.buffer_capacity=, or the default) its payload names. Without the parameter, the rings have the sysctl's
 // capacity; the kmes.init check is made if the boot ring is still there
 // whole (generation 1, tail_pos 0).
 func TestCapacityFromTheCommandLine(t *testing.T) {
@@ -102,8 +119,9 @@ func TestCapacityFromTheCommandLine(t *testing.T) {
 	if err := msgpack.Unmarshal(rec.Payload, &p); err != nil {
 		t.Fatalf("kmes.init payload % x: %v", rec.Payload, err)
 	}
-	// kmes.init was emitted into the boot ring, of the default capacity.
-	if p.Capacity != defaultCapacity || p.CPUs != len(rs) {
-		t.Errorf("kmes.init says capacity %d, %d CPUs; want the boot rings' %d, %d CPUs", p.Capacity, p.CPUs, defaultCapacity, len(rs))
+	// kmes.init was emitted into the boot ring, of the capacity the rings
+	// were created with.
+	if boot := bootCapacity(t); p.Capacity != boot || p.CPUs != len(rs) {
+		t.Errorf("kmes.init says capacity %d, %d CPUs; want the boot rings' %d, %d CPUs", p.Capacity, p.CPUs, boot, len(rs))
 	}
 }
