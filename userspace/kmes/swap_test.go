@@ -344,3 +344,23 @@ func TestSwapLoop(t *testing.T) {
 		})
 	}
 }
+
+// Writing the current capacity is no change: no swap, no new generation,
+// and a reader keeps its ring, as the kernel's sysctl behaves.
+func TestSetCapacitySameIsNoSwap(t *testing.T) {
+	src := newSource(t, 1, testCapacity)
+	if err := src.SetCapacity(testCapacity); err != nil {
+		t.Fatalf("set the current capacity: %v", err)
+	}
+	rings, err := src.Rings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rings[0].Close()
+	if got := rings[0].Generation(); got != 1 {
+		t.Errorf("generation %d after writing the current capacity, want 1", got)
+	}
+	if src.Replaced() != 0 {
+		t.Errorf("%d replaced rings, want 0", src.Replaced())
+	}
+}

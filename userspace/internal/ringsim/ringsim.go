@@ -414,8 +414,8 @@ func (s *Source) swap(i int, capacity uint64) (*Ring, error) {
 }
 
 // SetCapacity replaces every CPU's ring by one of the given capacity (the
-// next generation), as a write of kernel.kmes.buffer_capacity does, even
-// when the capacity is the current one. It fails with EINVAL for a
+// next generation), as a write of kernel.kmes.buffer_capacity does; the
+// current capacity is no change, and swaps nothing. It fails with EINVAL for a
 // capacity that is not a power of two in range, and with EBUSY, changing
 // nothing, while a reader still maps a ring that a swap replaced: at most
 // two generations exist. Rings and Ring wait until it is done.
@@ -425,6 +425,9 @@ func (s *Source) SetCapacity(capacity uint64) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(s.rings) > 0 && s.rings[0].Capacity() == capacity {
+		return nil
+	}
 	if err := s.retire(); err != nil {
 		return fmt.Errorf("set capacity %d: %w", capacity, err)
 	}
