@@ -40,29 +40,38 @@ func command(t *testing.T, ctx context.Context, name string, args ...string) *ex
 // there is.
 func needWake(t *testing.T, cpu int) *uint32 {
 	t.Helper()
+	m := mapRingOf(t, cpu)
+	t.Cleanup(func() { unix.Munmap(m) })
+	// need_wake is the byte at the start of the consumer page, whose
+	// other bytes are zero: the aligned word is non-zero exactly when
+	// need_wake is.
+	return (*uint32)(unsafe.Pointer(&m[kmes.MetaNeedWakeOff]))
+}
+
+// mapRingOf attaches, maps the ring of cpu (read-write, shared, as a
+// consumer does) and closes every descriptor: the mapping, which the
+// caller unmaps, is all that holds the ring.
+func mapRingOf(t *testing.T, cpu int) []byte {
+	t.Helper()
 	fds := make([]int32, 1024)
 	count := int32(len(fds))
 	var capacity uint64
 	if _, _, errno := unix.Syscall(kmes.SysAttach, uintptr(unsafe.Pointer(&fds[0])), uintptr(unsafe.Pointer(&count)), uintptr(unsafe.Pointer(&capacity))); errno != 0 {
 		t.Fatalf("kmes_attach: %v", errno)
 	}
-	if int(count) <= cpu {
-		t.Fatalf("kmes_attach returned %d rings, none of cpu %d", count, cpu)
-	}
 	defer func() {
 		for _, fd := range fds[:count] {
 			unix.Close(int(fd))
 		}
 	}()
+	if int(count) <= cpu {
+		t.Fatalf("kmes_attach returned %d rings, none of cpu %d", count, cpu)
+	}
 	m, err := unix.Mmap(int(fds[cpu]), 0, int(kmes.MapSize(capacity)), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		t.Fatalf("mmap the ring of cpu %d: %v", cpu, err)
 	}
-	t.Cleanup(func() { unix.Munmap(m) })
-	// need_wake is the byte at the start of the consumer page, whose
-	// other bytes are zero: the aligned word is non-zero exactly when
-	// need_wake is.
-	return (*uint32)(unsafe.Pointer(&m[kmes.MetaNeedWakeOff]))
+	return m
 }
 
 // tailLine is kmesctl tail's line for r, whose payload is

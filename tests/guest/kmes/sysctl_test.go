@@ -135,22 +135,7 @@ func rings(t testing.TB) []ringState {
 // test if the request never comes.
 func sleepProbe(t *testing.T, cpu int) (wait func(timeout time.Duration, what string)) {
 	t.Helper()
-	fds := make([]int32, 1024)
-	count := int32(len(fds))
-	var capacity uint64
-	if _, _, errno := unix.Syscall(kmes.SysAttach, uintptr(unsafe.Pointer(&fds[0])), uintptr(unsafe.Pointer(&count)), uintptr(unsafe.Pointer(&capacity))); errno != 0 {
-		t.Fatalf("kmes_attach: %v", errno)
-	}
-	if int(count) <= cpu {
-		t.Fatalf("kmes_attach returned %d rings, none of cpu %d", count, cpu)
-	}
-	m, err := unix.Mmap(int(fds[cpu]), 0, int(kmes.MapSize(capacity)), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	for _, fd := range fds[:count] {
-		unix.Close(int(fd))
-	}
-	if err != nil {
-		t.Fatalf("mmap the ring of cpu %d: %v", cpu, err)
-	}
+	m := mapRingOf(t, cpu)
 	unmap := sync.OnceFunc(func() { unix.Munmap(m) })
 	t.Cleanup(unmap)
 	// need_wake is the first byte of the consumer page, the rest of the
