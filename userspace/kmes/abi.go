@@ -58,6 +58,14 @@ const (
 	// since boot (cache line 3, written by the producer only, carried
 	// over from ring to ring by a swap).
 	MetaDroppedOff = 192
+	// MetaRingGenerationOff is the u64 generation of the ring itself
+	// (line 0, after the generation word): written once before the ring
+	// is visible, never changed. The generation word (MetaGenOff) starts
+	// equal to it and becomes the next ring's generation when a swap
+	// replaces the ring, so the ring is replaced exactly when the two
+	// differ. It reads 0 in a producer page laid out before it existed
+	// (it was padding).
+	MetaRingGenerationOff = 40
 	// MetaNeedWakeOff is an offset in the mapping (the consumer page).
 	MetaNeedWakeOff = 4096
 )

@@ -47,6 +47,7 @@ var goValues = map[string]int64{
 	"KMES_META_CAPACITY_OFF":          MetaCapacityOff,
 	"KMES_META_DATA_OFFSET_OFF":       MetaDataOffOff,
 	"KMES_META_GENERATION_OFF":        MetaGenOff,
+	"KMES_META_RING_GENERATION_OFF":   MetaRingGenerationOff,
 	"KMES_META_WRITE_POS_OFF":         MetaWritePosOff,
 	"KMES_META_TAIL_POS_OFF":          MetaTailPosOff,
 	"KMES_META_FUTEX_COUNTER_OFF":     MetaFutexOff,
@@ -70,7 +71,8 @@ var goValues = map[string]int64{
 // the header is logged, not failed; once the header has them they are
 // checked as the others are, and the entry can go.
 var aheadOfSeries = map[string]bool{
-	"KMES_META_DROPPED_OFF": true,
+	"KMES_META_DROPPED_OFF":         true,
+	"KMES_META_RING_GENERATION_OFF": true,
 }
 
 var define = regexp.MustCompile(`(?m)^#define\s+(KMES_\w+)\s+(\S.*?)\s*(?:/\*.*)?$`)

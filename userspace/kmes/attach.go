@@ -25,7 +25,8 @@ func (kernelRings) Ring(i int) (*Ring, error) {
 // Attach maps every CPU's ring, in CPU order, each positioned at its
 // oldest surviving event. It needs CAP_AUDIT_READ. Close each ring when
 // done; the file descriptors are closed already. A Ring does not follow a
-// swap (its Generation changes, then it reads as drained): a Reader does.
+// swap (its Generation then differs from its RingGeneration, also when
+// the swap came before the mmap, and it reads as drained): a Reader does.
 // While a replaced ring stays mapped, the kernel refuses the next change
 // of kernel.kmes.buffer_capacity with EBUSY.
 func Attach() ([]*Ring, error) {

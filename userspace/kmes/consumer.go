@@ -47,7 +47,7 @@ const mergeMaxHeld = 1 << 16
 // Stats is what a reader counted on one CPU's ring.
 type Stats struct {
 	CPU        int
-	Generation uint64 // of the ring being read
+	Generation uint64 // of the ring being read: its own (Ring.RingGeneration)
 	Capacity   uint64 // of the ring being read, in bytes
 	Events     uint64 // events returned
 	// Lost counts events overwritten before this reader got to them:

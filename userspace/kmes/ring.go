@@ -33,8 +33,12 @@ import (
 //     by one would withdraw another's request.
 //   - generation: loaded atomically. When the producer replaces the
 //     ring (a swap), it freezes write_pos first, then stores the new
-//     generation (release) and wakes the ring's sleepers: a reader that
-//     sees the new generation reads up to a final write_pos.
+//     ring's generation (release) and wakes the ring's sleepers: a reader
+//     that sees the new generation reads up to a final write_pos.
+//   - ring_generation: the ring's own generation, written before the
+//     ring is visible and never changed, read once when the Ring is
+//     opened. The ring is replaced exactly when generation differs from
+//     it, even if the swap came between kmes_attach and the mmap.
 //   - dropped: loaded atomically; the producer's count of the events
 //     dropped on the ring's CPU since boot.
 //
@@ -60,7 +64,10 @@ type Ring struct {
 	// write_pos was bufW; Read hands out events from it.
 	buf          []byte
 	bufPos, bufW uint64
-	gen0         uint64 // generation when the ring was opened
+	// gen0 is the ring's own generation: ring_generation, or, in a
+	// producer page that does not have it (0), the generation word when
+	// the ring was opened. The ring is replaced when the word differs.
+	gen0 uint64
 	// skipThrough: events up to this sequence were read from the ring this
 	// one replaced (after a generation change).
 	skipThrough uint64
@@ -140,7 +147,13 @@ func NewRing(mapping []byte) (*Ring, error) {
 		needWake: (*atomic.Uint32)(unsafe.Pointer(&mapping[MetaNeedWakeOff])),
 	}
 	r.positions(meta)
-	r.gen0 = r.gen.Load()
+	r.gen0 = binary.LittleEndian.Uint64(meta[MetaRingGenerationOff:])
+	if r.gen0 == 0 {
+		// Laid out before ring_generation: the word at open is all there
+		// is, though a swap between kmes_attach and the mmap has already
+		// moved it on.
+		r.gen0 = r.gen.Load()
+	}
 	r.SeekTail()
 	return r, nil
 }
@@ -171,9 +184,18 @@ func (r *Ring) CPU() int { return r.cpu }
 // Capacity returns the size of the ring's data region in bytes.
 func (r *Ring) Capacity() uint64 { return r.capacity }
 
-// Generation returns the ring's generation as the producer shows it now,
-// 0 after Close.
+// Generation returns the generation word as the producer shows it now, 0
+// after Close: the ring's own generation (RingGeneration) until a swap
+// replaces the ring, then the generation of the ring that replaced it.
 func (r *Ring) Generation() uint64 { return r.gen.Load() }
+
+// RingGeneration returns the ring's own generation (ring_generation: 1
+// for a CPU's first ring, one more for each ring that replaced it), which
+// never changes, Close included. The ring was replaced when Generation
+// differs from it; a ring mapped after the swap that replaced it is no
+// exception. With a producer page laid out before ring_generation it is
+// the generation word when the ring was opened.
+func (r *Ring) RingGeneration() uint64 { return r.gen0 }
 
 // WritePos returns the producer's write position, 0 after Close.
 func (r *Ring) WritePos() uint64 { return r.writePos.Load() }
@@ -257,8 +279,9 @@ func (r *Ring) Close() error {
 	return c()
 }
 
-// generationChanged reports whether the producer has replaced this ring.
-// Once it has, write_pos is final.
+// generationChanged reports whether the producer has replaced this ring:
+// the generation word is no longer the ring's own. Once it has, write_pos
+// is final.
 func (r *Ring) generationChanged() bool { return r.gen.Load() != r.gen0 }
 
 // Read returns the next event in rec. It returns false when there is none

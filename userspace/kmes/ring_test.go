@@ -524,7 +524,72 @@ func TestRingAfterClose(t *testing.T) {
 		t.Errorf("after Close: write_pos %d, tail_pos %d, generation %d, read position %d, Read %v %v; want zeros and nothing read",
 			w, tail, gen, read, ok, rerr)
 	}
+	if g := r.RingGeneration(); g != 1 {
+		t.Errorf("ring generation %d after Close, want 1: it is the ring's own", g)
+	}
 	if err := r.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
+}
+
+// The ring's own generation is ring_generation, which a swap leaves as it
+// is: a ring mapped after the swap that replaced it reads as replaced
+// (Generation differs), and its reader still has every event it holds.
+// In a producer page without ring_generation (0), the ring's generation
+// is the generation word when the ring was opened.
+func TestRingGeneration(t *testing.T) {
+	t.Run("mapped after its swap", func(t *testing.T) {
+		p, before := newSimRing(t, testCapacity)
+		defer before.Close()
+		for seq := uint64(1); seq <= 3; seq++ {
+			p.Emit(0, "g", payloadFor(seq, 4))
+		}
+		n, err := p.Swap(2 * testCapacity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		if p.RingGeneration() != 1 || p.Generation() != 2 || n.RingGeneration() != 2 || n.Generation() != 2 {
+			t.Fatalf("simulator: old ring generation %d (word %d), new %d (word %d); want 1 (2), 2 (2)",
+				p.RingGeneration(), p.Generation(), n.RingGeneration(), n.Generation())
+		}
+		after, err := p.Reader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer after.Close()
+		for _, r := range []*kmes.Ring{before, after} {
+			if r.RingGeneration() != 1 || r.Generation() != 2 || r.Stats().Generation != 1 {
+				t.Errorf("ring generation %d, generation %d, stats generation %d; want 1, 2, 1",
+					r.RingGeneration(), r.Generation(), r.Stats().Generation)
+			}
+			if recs := readAll(t, r); len(recs) != 3 || recs[2].Sequence != 3 {
+				t.Errorf("read %d events of the replaced ring, want 3", len(recs))
+			}
+		}
+	})
+	t.Run("producer page without it", func(t *testing.T) {
+		p, err := ringsim.New(0, testCapacity, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		p.SetRingGeneration(0)
+		r, err := p.Reader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if r.RingGeneration() != 5 || r.Stats().Generation != 5 {
+			t.Errorf("ring generation %d, stats generation %d; want 5, the generation word at open", r.RingGeneration(), r.Stats().Generation)
+		}
+		n, err := p.Swap(testCapacity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		if r.RingGeneration() != 5 || r.Generation() != 6 {
+			t.Errorf("after the swap: ring generation %d, generation %d; want 5, 6", r.RingGeneration(), r.Generation())
+		}
+	})
 }

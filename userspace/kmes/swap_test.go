@@ -364,3 +364,125 @@ func TestSetCapacitySameIsNoSwap(t *testing.T) {
 		t.Errorf("%d replaced rings, want 0", src.Replaced())
 	}
 }
+
+// lateMapped is a RingSource whose Rings are mappings made after a swap
+// retired the rings they map: kmes_attach returned a ring's file
+// descriptor just before the swap, and the mmap came after it. Ring (the
+// re-attach) is the simulator's.
+type lateMapped struct {
+	*ringsim.Source
+	rings []*kmes.Ring
+}
+
+func (s *lateMapped) Rings() ([]*kmes.Ring, error) { return s.rings, nil }
+
+// A ring mapped after the swap that replaced it is seen as replaced at
+// once (the generation word is the new ring's, ring_generation still its
+// own): the Reader drains it, follows to the new ring rather than sleep
+// on the old one for ever, and unmaps it, so the next swap is not EBUSY.
+func TestReaderOfARingMappedAfterItsSwap(t *testing.T) {
+	src := newSource(t, 1, testCapacity)
+	old := src.Producer(0) // what kmes_attach found
+	for seq := uint64(1); seq <= 3; seq++ {
+		src.Emit(0, 0, "late", payloadFor(seq, 8))
+	}
+	if err := src.SetCapacity(2 * testCapacity); err != nil {
+		t.Fatal(err)
+	}
+	kr, err := old.Reader() // the mmap, after the swap
+	if err != nil {
+		t.Fatal(err)
+	}
+	rds, err := kmes.NewReaders(&kmes.Options{Source: &lateMapped{src, []*kmes.Ring{kr}}})
+	if err != nil {
+		kr.Close()
+		t.Fatal(err)
+	}
+	rd := rds[0]
+	defer rd.Close()
+	if st := rd.Stats(); st.Generation != 1 || st.Capacity != testCapacity {
+		t.Errorf("stats of the ring mapped after its swap: %+v, want its own generation 1, capacity %d", st, testCapacity)
+	}
+	src.Emit(0, 0, "late", payloadFor(4, 8)) // into the new ring
+
+	seqs := make(chan uint64, 8) // the reader never blocks on it: 4 events
+	done := make(chan error, 1)
+	go func() {
+		var rec kmes.Record
+		for {
+			if err := rd.Read(&rec); err != nil {
+				done <- err
+				return
+			}
+			checkWhole(t, &rec)
+			seqs <- rec.Sequence
+		}
+	}()
+	for want := uint64(1); want <= 4; want++ {
+		select {
+		case seq := <-seqs:
+			if seq != want {
+				t.Fatalf("read sequence %d, want %d", seq, want)
+			}
+		case err := <-done:
+			t.Fatalf("read: %v, want sequence %d", err, want)
+		case <-time.After(5 * time.Second):
+			st, mapped := rd.Stats(), src.Replaced()
+			rd.Close()
+			<-done
+			t.Fatalf("sequence %d not read after 5 s: the reader sleeps on the replaced ring (stats %+v, %d replaced rings mapped)",
+				want, st, mapped)
+		}
+	}
+	if st := rd.Stats(); st.Generation != 2 || st.Capacity != 2*testCapacity || st.Events != 4 || st.Lost != 0 || st.Dropped != 0 {
+		t.Errorf("stats after following the swap: %+v", st)
+	}
+	if n := src.Replaced(); n != 0 {
+		t.Errorf("%d replaced rings still mapped after the reader followed", n)
+	}
+	if err := src.SetCapacity(testCapacity); err != nil {
+		t.Errorf("the next swap: %v", err)
+	}
+	rd.Close()
+	if err := <-done; !errors.Is(err, kmes.ErrClosed) {
+		t.Errorf("read after Close: %v, want ErrClosed", err)
+	}
+}
+
+// A Reader follows swaps of rings whose producer page has no
+// ring_generation (0, as before the word existed) by the generation word
+// it saw when it mapped them.
+func TestReaderWithoutRingGeneration(t *testing.T) {
+	src := newSource(t, 1, testCapacity)
+	src.Producer(0).SetRingGeneration(0)
+	rd := newReaders(t, src, false)[0]
+	for seq := uint64(1); seq <= 3; seq++ {
+		src.Emit(0, 0, "old", payloadFor(seq, 8))
+	}
+	var rec kmes.Record
+	read := func(want uint64) {
+		t.Helper()
+		if err := rd.Read(&rec); err != nil || rec.Sequence != want {
+			t.Fatalf("read %v, sequence %d, want %d", err, rec.Sequence, want)
+		}
+	}
+	read(1)
+	for gen := uint64(2); gen <= 3; gen++ {
+		// Nothing reads while the swap is made and the new ring loses
+		// its ring_generation: the Reader maps it later.
+		n, err := src.Swap(0, testCapacity<<(gen%2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.SetRingGeneration(0)
+		src.Emit(0, 0, "old", payloadFor(gen+2, 8))
+		if gen == 2 {
+			read(2)
+			read(3)
+		}
+		read(gen + 2)
+		if st := rd.Stats(); st.Generation != gen || st.Lost != 0 || st.Dropped != 0 {
+			t.Errorf("stats %+v, want generation %d, nothing lost or dropped", st, gen)
+		}
+	}
+}

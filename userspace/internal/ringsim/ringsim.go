@@ -53,7 +53,9 @@ type Ring struct {
 	mappings [][]byte   // readers' mappings, unmapped by Close
 }
 
-// New creates the ring of cpu with the given capacity and generation.
+// New creates the ring of cpu with the given capacity and generation:
+// both the generation word and ring_generation, the ring's own, which
+// nothing changes afterwards (SetRingGeneration aside).
 func New(cpu int, capacity uint64, generation uint64) (*Ring, error) {
 	fd, err := unix.MemfdCreate(fmt.Sprintf("kmes-ringsim-cpu%d", cpu), unix.MFD_CLOEXEC)
 	if err != nil {
@@ -84,6 +86,7 @@ func New(cpu int, capacity uint64, generation uint64) (*Ring, error) {
 	binary.LittleEndian.PutUint16(w[kmes.MetaCPUIDOff:], uint16(cpu))
 	binary.LittleEndian.PutUint64(w[kmes.MetaCapacityOff:], capacity)
 	binary.LittleEndian.PutUint64(w[kmes.MetaDataOffOff:], kmes.MapDataOff)
+	binary.LittleEndian.PutUint64(w[kmes.MetaRingGenerationOff:], generation)
 	r.gen.Store(generation)
 	return r, nil
 }
@@ -189,8 +192,21 @@ func (r *Ring) WritePos() uint64 { return r.writePos.Load() }
 // TailPos returns the position of the oldest surviving event.
 func (r *Ring) TailPos() uint64 { return r.tailPos.Load() }
 
-// Generation returns the ring's generation.
+// Generation returns the generation word: the ring's own generation
+// until a swap replaces it, then the new ring's.
 func (r *Ring) Generation() uint64 { return r.gen.Load() }
+
+// RingGeneration returns ring_generation, the ring's own generation.
+func (r *Ring) RingGeneration() uint64 {
+	return binary.LittleEndian.Uint64(r.w[kmes.MetaRingGenerationOff:])
+}
+
+// SetRingGeneration stores g as ring_generation, before any reader maps
+// the ring: 0 lays the producer page out as a kernel did before
+// ring_generation existed (the word was zero padding).
+func (r *Ring) SetRingGeneration(g uint64) {
+	binary.LittleEndian.PutUint64(r.w[kmes.MetaRingGenerationOff:], g)
+}
 
 // Dropped returns the dropped count of the producer page: the events
 // dropped on this CPU, carried over by swaps.
@@ -313,9 +329,10 @@ func (r *Ring) wakeIfAsked() {
 
 // Swap replaces r by a ring of the given capacity, as a capacity change
 // does in the kernel: the newest surviving events that fit are copied to
-// the new ring from position 0, the new ring gets the next generation,
-// writers switch to it (the caller uses the returned Ring from now on),
-// then r's generation is bumped and its sleepers woken.
+// the new ring from position 0, the new ring gets the next generation
+// (its generation word and ring_generation), writers switch to it (the
+// caller uses the returned Ring from now on), then r's generation word is
+// set to the new ring's and its sleepers woken; r's ring_generation stays.
 func (r *Ring) Swap(capacity uint64) (*Ring, error) {
 	gen := r.gen.Load()
 	n, err := New(r.cpu, capacity, gen+1)
@@ -453,7 +470,7 @@ func (s *Source) retire() error {
 	clear(s.old[len(kept):])
 	s.old = kept
 	if len(kept) > 0 {
-		return fmt.Errorf("the ring of cpu %d of generation %d is still mapped: %w", kept[0].cpu, kept[0].Generation()-1, unix.EBUSY)
+		return fmt.Errorf("the ring of cpu %d of generation %d is still mapped: %w", kept[0].cpu, kept[0].RingGeneration(), unix.EBUSY)
 	}
 	return nil
 }
