@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmes-project/kmes/userspace/internal/ringsim"
+	"github.com/kmes-project/kmes/userspace/kmes"
 )
 
 // withSimRings makes tail and stat read n simulated rings.
@@ -214,6 +215,48 @@ func TestStatSimulated(t *testing.T) {
 		`{"cpu":1,"generation":1,"capacity":65536,"write_pos":64,"tail_pos":0,"in_use":64,"dropped":1}]` + "\n"
 	if err != nil || out != wantJSON {
 		t.Errorf("stat --json after a swap: %v\n%s\nwant\n%s", err, out, wantJSON)
+	}
+}
+
+// lateMapped maps rings that a swap already replaced: kmes_attach found
+// them just before the swap, the mmap came after it.
+type lateMapped struct {
+	*ringsim.Source
+	rings []*ringsim.Ring
+}
+
+func (s lateMapped) Rings() ([]*kmes.Ring, error) {
+	var rs []*kmes.Ring
+	for _, r := range s.rings {
+		kr, err := r.Reader()
+		if err != nil {
+			for _, kr := range rs {
+				kr.Close()
+			}
+			return nil, err
+		}
+		rs = append(rs, kr)
+	}
+	return rs, nil
+}
+
+// A ring mapped after the swap that replaced it shows its own generation,
+// the one of its capacity and positions, not the new ring's.
+func TestStatOfARingMappedAfterItsSwap(t *testing.T) {
+	src := withSimRings(t, 1)
+	old := src.Producer(0)
+	old.Emit(0, "a", nil)
+	if err := src.SetCapacity(131072); err != nil {
+		t.Fatal(err)
+	}
+	ringSource = lateMapped{src, []*ringsim.Ring{old}}
+	out, _, err := runArgs(t, "", "stat", "--json")
+	want := `[{"cpu":0,"generation":1,"capacity":65536,"write_pos":30,"tail_pos":0,"in_use":30,"dropped":0}]` + "\n"
+	if err != nil || out != want {
+		t.Errorf("stat --json: %v\n%s\nwant\n%s", err, out, want)
+	}
+	if n := src.Replaced(); n != 0 {
+		t.Errorf("%d replaced rings still mapped after stat", n)
 	}
 }
 

@@ -11,10 +11,11 @@ const statUsage = `Usage: kmesctl stat [--json]
 
 Show every CPU's ring (kmes_attach, which needs CAP_AUDIT_READ): its
 generation (1 for a CPU's first ring, one more for each ring that
-replaced it when kernel.kmes.buffer_capacity changed), capacity, write
-and tail positions, the bytes in use, and the events the kernel dropped
-on the CPU since boot (too large for the ring, or emitted where they
-could not be written), all as the ring's producer page shows them.
+replaced it when kernel.kmes.buffer_capacity changed; the ring's own,
+even if a swap replaced it as it was mapped), capacity, write and tail
+positions, the bytes in use, and the events the kernel dropped on the
+CPU since boot (too large for the ring, or emitted where they could not
+be written), all as the ring's producer page shows them.
 `
 
 // ringStat is one CPU's line of kmesctl stat.
@@ -44,7 +45,7 @@ func runStat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	stats := make([]ringStat, len(rings))
 	for i, r := range rings {
 		tail := r.TailPos()
-		stats[i] = statOf(r.CPU(), r.Generation(), r.Capacity(), tail, r.WritePos(), r.Dropped())
+		stats[i] = statOf(r.CPU(), r.RingGeneration(), r.Capacity(), tail, r.WritePos(), r.Dropped())
 	}
 	// Unmapped before the output is written, however slow its reader: a
 	// mapping of a replaced ring makes the next capacity change fail with
