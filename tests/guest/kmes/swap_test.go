@@ -28,17 +28,18 @@ import (
 // restores the default capacity when it ends.
 
 // swapPayload is the payload of the swap tests' events: their index on
-// the emitting CPU, a msgpack uint16. beforeStart marks events emitted
-// before the reader under test started, which it must never return.
-func swapPayload(i uint16) []byte { return mp(0xcd, i) }
+// the emitting CPU, a msgpack uint32 (a long swap loop emits more than
+// 65535 per CPU). beforeStart marks events emitted before the reader under
+// test started, which it must never return.
+func swapPayload(i uint32) []byte { return mp(0xce, i) }
 
-const beforeStart = 0xffff
+const beforeStart = 0xffffffff
 
-func swapIndex(r *kmes.Record) (uint16, bool) {
-	if len(r.Payload) != 3 || r.Payload[0] != 0xcd {
+func swapIndex(r *kmes.Record) (uint32, bool) {
+	if len(r.Payload) != 5 || r.Payload[0] != 0xce {
 		return 0, false
 	}
-	return binary.BigEndian.Uint16(r.Payload[1:]), true
+	return binary.BigEndian.Uint32(r.Payload[1:]), true
 }
 
 // seqLog checks one CPU's events as a reader returns them: sequence
@@ -50,7 +51,7 @@ type seqLog struct {
 	cpu     int
 	typ     string
 	lastSeq uint64
-	next    uint16 // index of the next event of typ
+	next    uint32 // index of the next event of typ
 	count   atomic.Uint32
 	events  int // every event read
 	errs    []string
@@ -120,7 +121,7 @@ func emitter(t *testing.T, cpu int, typ string, pause time.Duration, log *seqLog
 			return
 		default:
 		}
-		if err := kmes.Emit(typ, swapPayload(uint16(i))); err != nil {
+		if err := kmes.Emit(typ, swapPayload(uint32(i))); err != nil {
 			t.Errorf("cpu %d: emit event %d: %v", cpu, i, err)
 			done <- -1
 			return
@@ -351,7 +352,7 @@ func TestSwapKmesctl(t *testing.T) {
 	emitSome := func() {
 		t.Helper()
 		for range per {
-			emit(t, typ, swapPayload(uint16(next)))
+			emit(t, typ, swapPayload(uint32(next)))
 			next++
 		}
 	}
