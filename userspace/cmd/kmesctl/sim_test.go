@@ -225,20 +225,7 @@ type lateMapped struct {
 	rings []*ringsim.Ring
 }
 
-func (s lateMapped) Rings() ([]*kmes.Ring, error) {
-	var rs []*kmes.Ring
-	for _, r := range s.rings {
-		kr, err := r.Reader()
-		if err != nil {
-			for _, kr := range rs {
-				kr.Close()
-			}
-			return nil, err
-		}
-		rs = append(rs, kr)
-	}
-	return rs, nil
-}
+func (s lateMapped) Rings() ([]*kmes.Ring, error) { return ringsim.Readers(s.rings) }
 
 // A ring mapped after the swap that replaced it shows its own generation,
 // the one of its capacity and positions, not the new ring's.

@@ -493,8 +493,14 @@ func (s *Source) Replaced() int {
 func (s *Source) Rings() ([]*kmes.Ring, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return Readers(s.rings)
+}
+
+// Readers maps each of rings for a reader: all of them, or none and an
+// error.
+func Readers(rings []*Ring) ([]*kmes.Ring, error) {
 	var rs []*kmes.Ring
-	for _, r := range s.rings {
+	for _, r := range rings {
 		kr, err := r.Reader()
 		if err != nil {
 			for _, kr := range rs {
