@@ -4,7 +4,7 @@
 #   kernel.sh tree           lay out build/linux: base commit + git am of patches/series
 #   kernel.sh build FLAVOR   merge kernel-config/ fragments, build bzImage and
 #                            install the UAPI headers beside it (headers/)
-#                            (FLAVOR: plain, debug or nokmes; see fragments())
+#                            (FLAVOR: plain, debug, nokmes or bench; see fragments())
 #   kernel.sh export         write build/linux's commits back to patches/
 #   kernel.sh series-key     print the content key of patches/ (kernel.json "series")
 #
@@ -155,8 +155,11 @@ cmd_tree() {
 }
 
 # fragments prints the config fragments of a flavor:
-#   plain   every kernel-config/*.config but debug.config and nokmes.config
+#   plain   every kernel-config/*.config but debug.config, nokmes.config
+#           and bench.config
 #   debug   plain + debug.config (the test kernel)
+#   bench   plain + bench.config: make bench's kernel, with the peers KMES is
+#           measured against (tracing, user_events, BPF)
 #   nokmes  debug + nokmes.config, which turns KMES off: the series must
 #           build with CONFIG_KMES=n. Its .config differs from debug's in
 #           KMES's options alone (cmd_build checks), so that ccache, warm
@@ -166,11 +169,15 @@ fragments() {
 	local flavor=$1 f
 	for f in "$top"/kernel-config/*.config; do
 		case "$(basename "$f")" in
-		debug.config | nokmes.config) continue ;;
+		debug.config | nokmes.config | bench.config) continue ;;
 		esac
 		echo "$f"
 	done
-	[ "$flavor" = plain ] || echo "$top/kernel-config/debug.config"
+	case "$flavor" in
+	plain) ;;
+	bench) echo "$top/kernel-config/bench.config" ;;
+	*) echo "$top/kernel-config/debug.config" ;;
+	esac
 	[ "$flavor" != nokmes ] || echo "$top/kernel-config/nokmes.config"
 }
 
@@ -233,8 +240,8 @@ ccache_summary() {
 cmd_build() {
 	local flavor=${1:-debug}
 	case "$flavor" in
-	plain | debug | nokmes) ;;
-	*) die "unknown FLAVOR '$flavor': use plain, debug or nokmes" ;;
+	plain | debug | nokmes | bench) ;;
+	*) die "unknown FLAVOR '$flavor': use plain, debug, nokmes or bench" ;;
 	esac
 	[ -d "$tree/.git" ] || die "build/linux does not exist: run 'make kernel'"
 	[ -f "$tree/.git/kmes-applied" ] || die "build/linux holds no applied series: run 'make kernel'"

@@ -44,15 +44,22 @@ vmtest: check-vmtest-topologies kernel initramfs
 		| tee $(LOGS)/vmtest.log | $(SUMMARY) \
 		|| { echo "vmtest: FAILED; the failing test's serial console and QEMU command are in build/logs/vmtest.log"; exit 1; }
 
-# make bench boots the plain kernel under -icount shift=0: guest time counts
-# instructions, so the numbers repeat exactly. Results: build/logs/bench.log.
+# make bench boots the bench kernel (plain, with the peers: tracing,
+# user_events, BPF) under -icount shift=0, so guest time counts
+# instructions and the numbers repeat exactly, once per CPU model
+# (tests/bench_test.go). It prints the table of every measurement with the
+# ratios taken within each boot. Results: build/logs/bench.log and
+# build/logs/bench-table-<topology>.md. KMES_BENCH_RUN=<regexp> runs only
+# the guest tests it matches.
 .PHONY: bench
-bench: FLAVOR = plain
+bench: FLAVOR = bench
 bench: kernel initramfs
 	@mkdir -p $(LOGS)/vm
+	@rm -f $(LOGS)/bench-table-*.md
 	@KMES_ICOUNT=1 KMES_KERNEL=$(KERNEL) KMES_INITRAMFS=$(INITRAMFS) KMES_LOG_DIR=$(LOGS)/vm KMES_TOPOLOGIES=$(KMES_TOPOLOGIES) \
-		go test -run '^$$' -bench . -benchtime 1x -timeout 60m ./tests/ 2>&1 | tee $(LOGS)/bench.log \
+		KMES_BENCH_RUN='$(KMES_BENCH_RUN)' go test -run '^$$' -bench . -benchtime 1x -timeout 60m ./tests/ 2>&1 | tee $(LOGS)/bench.log \
 		| grep -E '^(Benchmark|ok|FAIL|PASS)|kernel log:'
+	@for f in $(LOGS)/bench-table-*.md; do echo; echo "$$f:"; cat "$$f"; done
 
 # make swap-stress boots the plain kernel (smp4-numa2, or KMES_TOPOLOGIES)
 # and runs only the kmes guest suite's TestSwapLoop with SWAP_LOOPS swaps

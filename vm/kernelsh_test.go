@@ -242,8 +242,10 @@ func TestKernelShNokmesIsDebugWithoutKMES(t *testing.T) {
 	k.write("kernel-config/kmes.config", "CONFIG_KMES=y\nCONFIG_KMES_BENCH=y\nCONFIG_KUNIT_DEFAULT_ENABLED=y\n")
 	k.write("kernel-config/debug.config", "CONFIG_KASAN=y\n")
 	k.write("kernel-config/nokmes.config", "# CONFIG_KMES is not set\n")
+	k.write("kernel-config/bench.config", "CONFIG_FTRACE=y\n")
 	for flavor, frags := range map[string]string{
 		"plain":  "base.config kmes.config",
+		"bench":  "base.config kmes.config bench.config",
 		"debug":  "base.config kmes.config debug.config",
 		"nokmes": "base.config kmes.config debug.config nokmes.config",
 	} {

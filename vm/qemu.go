@@ -17,6 +17,18 @@ type Machine struct {
 	// (-icount shift=0,sleep=off): the same numbers on every run, whatever
 	// the host's load. For benchmarks; it forces single-threaded TCG.
 	ICount bool
+	// CPU is the TCG CPU model, "max" if empty. make bench also boots
+	// "max,-erms,-fsrm": without them the kernel copies with a loop, not
+	// rep movsb, which TCG counts as one instruction per byte.
+	CPU string
+}
+
+// CPUModel is the TCG CPU model the machine boots.
+func (m Machine) CPUModel() string {
+	if m.CPU == "" {
+		return "max"
+	}
+	return m.CPU
 }
 
 // MachineFromEnv reads KMES_ACCEL (tcg or kvm) and KMES_ICOUNT (1 to count
@@ -53,9 +65,9 @@ func (m Machine) Args() []string {
 		return []string{"-accel", "kvm", "-cpu", "host"}
 	case m.ICount:
 		// icount is incompatible with multi-threaded TCG.
-		return []string{"-accel", "tcg,thread=single", "-cpu", "max", "-icount", "shift=0,sleep=off"}
+		return []string{"-accel", "tcg,thread=single", "-cpu", m.CPUModel(), "-icount", "shift=0,sleep=off"}
 	}
-	return []string{"-accel", "tcg,thread=multi", "-cpu", "max"}
+	return []string{"-accel", "tcg,thread=multi", "-cpu", m.CPUModel()}
 }
 
 // QEMUBinary finds qemu-system-x86_64 (KMES_QEMU overrides the path).

@@ -13,6 +13,7 @@ func TestMachineArgs(t *testing.T) {
 	}{
 		{Machine{Accel: "tcg"}, []string{"-accel", "tcg,thread=multi", "-cpu", "max"}},
 		{Machine{Accel: "tcg", ICount: true}, []string{"-accel", "tcg,thread=single", "-cpu", "max", "-icount", "shift=0,sleep=off"}},
+		{Machine{Accel: "tcg", ICount: true, CPU: "max,-erms,-fsrm"}, []string{"-accel", "tcg,thread=single", "-cpu", "max,-erms,-fsrm", "-icount", "shift=0,sleep=off"}},
 		{Machine{Accel: "kvm"}, []string{"-accel", "kvm", "-cpu", "host"}},
 	} {
 		if got := tc.m.Args(); !slices.Equal(got, tc.want) {

@@ -1,0 +1,86 @@
+package vm
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/kmes-project/kmes/vm/guest"
+)
+
+// BenchColumn is what one make bench boot measured, on one CPU model.
+type BenchColumn struct {
+	CPU     string
+	Metrics []guest.Metric
+}
+
+// BenchBaseline is the metric the per-call and per-event costs of a boot
+// are divided by: a getppid round trip, the floor of any system call.
+const BenchBaseline = "getppid"
+
+// BenchTable returns the metrics of the columns as one Markdown table: a
+// row per metric (in the order the first boot to report it did), and per
+// column the value and, for a cost per call or per event, its ratio to
+// the same boot's BenchBaseline. Under icount ns read as instructions.
+func BenchTable(cols []BenchColumn) string {
+	type row struct{ name, unit string }
+	var rows []row
+	seen := map[row]bool{}
+	values := make([]map[row]float64, len(cols))
+	base := make([]float64, len(cols))
+	for i, c := range cols {
+		values[i] = map[row]float64{}
+		for _, m := range c.Metrics {
+			r := row{m.Name, m.Unit}
+			if !seen[r] {
+				seen[r] = true
+				rows = append(rows, r)
+			}
+			values[i][r] = m.Value
+			if m.Name == BenchBaseline {
+				base[i] = m.Value
+			}
+		}
+	}
+
+	var b strings.Builder
+	b.WriteString("| measurement | unit |")
+	for _, c := range cols {
+		fmt.Fprintf(&b, " -cpu %s | / %s |", c.CPU, BenchBaseline)
+	}
+	b.WriteString("\n|---|---|")
+	b.WriteString(strings.Repeat("--:|--:|", len(cols)))
+	b.WriteString("\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %s |", r.name, r.unit)
+		for i := range cols {
+			v, ok := values[i][r]
+			switch {
+			case !ok:
+				b.WriteString(" | |")
+			case perOp(r.unit) && base[i] > 0 && r.name != BenchBaseline:
+				fmt.Fprintf(&b, " %s | %.3f |", number(v), v/base[i])
+			default:
+				fmt.Fprintf(&b, " %s | |", number(v))
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// perOp reports a unit of cost per operation, comparable to a getppid.
+func perOp(unit string) bool {
+	return unit == "ns/call" || unit == "ns/event"
+}
+
+// number formats a value with one decimal below 1000 and none above: the
+// measurements repeat exactly under icount, the digits are not noise.
+func number(v float64) string {
+	if v >= 1000 || v <= -1000 {
+		return fmt.Sprintf("%.0f", v)
+	}
+	if v < 10 {
+		return fmt.Sprintf("%.3f", v)
+	}
+	return fmt.Sprintf("%.1f", v)
+}
