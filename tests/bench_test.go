@@ -40,7 +40,7 @@ func BenchmarkGuest(b *testing.B) {
 			})
 		}
 		if e.logDir != "" && len(cols) > 0 {
-			table := vm.BenchTable(cols)
+			table := vm.BenchTable(cols) + "\n" + vm.BenchTargetTable(cols, vm.BenchTargets)
 			path := filepath.Join(e.logDir, "..", "bench-table-"+topo.Name+".md")
 			if err := os.WriteFile(path, []byte(table), 0o644); err != nil {
 				b.Error(err)

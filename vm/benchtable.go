@@ -84,3 +84,68 @@ func number(v float64) string {
 	}
 	return fmt.Sprintf("%.1f", v)
 }
+
+// BenchTarget is a goal stated as a ratio of two metrics of the same boot:
+// Num / Den at most Max.
+type BenchTarget struct {
+	Num, Den string
+	Max      float64
+}
+
+// BenchTargets are issue 12's targets, in the order README.md discusses
+// them. They are reported, met or missed, not enforced: benchmarks do not
+// fail on a number.
+var BenchTargets = []BenchTarget{
+	{"emit_64B", "getppid", 2},
+	{"emit_64B", "user_events_64B", 1},
+	{"emit_64B", "trace_marker_raw_64B", 1},
+	{"emit_batch256_64B", "getppid", 0.5},
+	{"emit_batch256_64B", "floor_batch256_64B", 1.5},
+	{"emit_batch256_64B", "user_events_64B", 1},
+	{"emit_batch256_64B", "trace_marker_raw_64B", 1},
+	{"emit_batch256_64B", "trace_marker_64B", 1},
+	{"kernel_emit_64B", "bpf_ringbuf_output_64B", 1},
+	{"kernel_emit_64B", "floor_kernel_64B", 1.5},
+	{"emit_1KiB", "user_events_1KiB", 1},
+	{"emit_1KiB", "trace_marker_raw_1KiB", 1},
+}
+
+// BenchTargetTable returns a Markdown table of the targets: per column the
+// ratio and whether it is met, or "n/a" where a metric is missing.
+func BenchTargetTable(cols []BenchColumn, targets []BenchTarget) string {
+	var b strings.Builder
+	b.WriteString("| target |")
+	for _, c := range cols {
+		fmt.Fprintf(&b, " -cpu %s |", c.CPU)
+	}
+	b.WriteString("\n|---|")
+	b.WriteString(strings.Repeat("--:|", len(cols)))
+	b.WriteString("\n")
+	for _, t := range targets {
+		fmt.Fprintf(&b, "| %s / %s <= %g |", t.Num, t.Den, t.Max)
+		for _, c := range cols {
+			num, okn := metric(c.Metrics, t.Num)
+			den, okd := metric(c.Metrics, t.Den)
+			switch {
+			case !okn || !okd || den == 0:
+				b.WriteString(" n/a |")
+			case num/den <= t.Max:
+				fmt.Fprintf(&b, " %.3f met |", num/den)
+			default:
+				fmt.Fprintf(&b, " %.3f missed |", num/den)
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// metric returns the value of the named metric.
+func metric(ms []guest.Metric, name string) (float64, bool) {
+	for _, m := range ms {
+		if m.Name == name {
+			return m.Value, true
+		}
+	}
+	return 0, false
+}

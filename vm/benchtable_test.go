@@ -30,3 +30,19 @@ func TestBenchTable(t *testing.T) {
 		t.Errorf("BenchTable:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+func TestBenchTargetTable(t *testing.T) {
+	cols := []BenchColumn{
+		{CPU: "max", Metrics: []guest.Metric{{Name: "a", Value: 3}, {Name: "b", Value: 2}}},
+		{CPU: "max,-erms,-fsrm", Metrics: []guest.Metric{{Name: "a", Value: 1}, {Name: "b", Value: 2}}},
+		{CPU: "other", Metrics: []guest.Metric{{Name: "a", Value: 1}}},
+	}
+	got := BenchTargetTable(cols, []BenchTarget{{"a", "b", 1}})
+	want := `| target | -cpu max | -cpu max,-erms,-fsrm | -cpu other |
+|---|--:|--:|--:|
+| a / b <= 1 | 1.500 missed | 0.500 met | n/a |
+`
+	if got != want {
+		t.Errorf("BenchTargetTable:\n%s\nwant:\n%s", got, want)
+	}
+}

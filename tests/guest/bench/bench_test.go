@@ -37,11 +37,10 @@ func mountDebugfs(t *testing.T) {
 // TestSyscalls measures, in instructions under icount, a getppid round
 // trip (the baseline the syscall targets are stated against), kmes_emit of a
 // 64-byte and a 1 KiB event and kmes_emit_batch of 16, 64 and 256 64-byte
-// events, and fails when a ratio misses its target. The guest runs as root:
-// CAP_SYS_ADMIN exempts it from the rate limit.
+// events. The host checks the targets (vm.BenchTargets). The guest runs as
+// root: CAP_SYS_ADMIN exempts it from the rate limit.
 func TestSyscalls(t *testing.T) {
-	getppid := perOp(200000, 1, func() { unix.Getppid() })
-	guest.Record(t, "getppid", getppid, "ns/call")
+	guest.Record(t, "getppid", perOp(200000, 1, func() { unix.Getppid() }), "ns/call")
 
 	ev64, ev1k := newEvent(t, 64), newEvent(t, 1024)
 	if err := ev64.emit(); err == unix.ENOSYS {
@@ -49,29 +48,13 @@ func TestSyscalls(t *testing.T) {
 	} else if err != nil {
 		t.Fatalf("kmes_emit of a 64-byte event: %v", err)
 	}
-	emit64 := perOp(200000, 1, func() { must(t, "kmes_emit", ev64.emit()) })
-	guest.Record(t, "emit_64B", emit64, "ns/event")
+	guest.Record(t, "emit_64B", perOp(200000, 1, func() { must(t, "kmes_emit", ev64.emit()) }), "ns/event")
 	guest.Record(t, "emit_1KiB", perOp(100000, 1, func() { must(t, "kmes_emit", ev1k.emit()) }), "ns/event")
 
-	var batch256 float64
 	for _, count := range []int{16, 64, 256} {
 		b := newBatch(ev64, count)
 		perEvent := perOp(400000/count, count, func() { must(t, "kmes_emit_batch", b.emit()) })
 		guest.Record(t, fmt.Sprintf("emit_batch%d_64B", count), perEvent, "ns/event")
-		batch256 = perEvent
-	}
-
-	for _, r := range []struct {
-		name        string
-		cost, limit float64
-	}{
-		{"emit_64B_per_getppid", emit64 / getppid, 2},
-		{"emit_batch256_64B_per_getppid", batch256 / getppid, 0.25},
-	} {
-		guest.Record(t, r.name, r.cost, "ratio")
-		if r.cost > r.limit {
-			t.Errorf("%s = %.3f: the target is <= %g", r.name, r.cost, r.limit)
-		}
 	}
 }
 
@@ -166,12 +149,60 @@ func (b batch) emit() error {
 	return nil
 }
 
-// TestKernelEmit64 runs the in-kernel emit of a 64-byte payload through
-// debugfs kmes/bench, which times only the emissions.
+// TestKernelEmit64 runs the in-kernel emit of a 64-byte event (a 5-byte
+// type and a 30-byte payload) through debugfs kmes/bench, which times only
+// the emissions.
 func TestKernelEmit64(t *testing.T) {
+	fields := debugfsRun(t, "bench", 1000000)
+	if fields["events"] != 1000000 || fields["elapsed_ns"] == 0 {
+		t.Fatalf("kmes/bench: %v, want 1000000 events and a time", fields)
+	}
+	guest.Record(t, "kernel_emit_64B", float64(fields["elapsed_ns"])/float64(fields["events"]), "ns/event")
+	fmt.Printf("kernel emit ran on cpu %d\n", fields["cpu"])
+}
+
+// TestFloor records the floor of a 64-byte event: what each step KMES.md
+// mandates for it costs on its own, done the cheapest way (debugfs
+// kmes/floor), and their sums for the three ways to emit it:
+//   - floor_emit_64B, one kmes_emit: a system call round trip (getppid),
+//     a timestamp, a sequence number, the header, one copy from
+//     userspace, the type and payload validation, the ring copy and the
+//     release store of write_pos;
+//   - floor_batch256_64B, per event of a kmes_emit_batch of 256: the
+//     same, with the copy of its entry, and the round trip, the timestamp
+//     and the release shared by the 256;
+//   - floor_kernel_64B, kmes_emit() in the kernel: nothing to copy from
+//     userspace or validate.
+func TestFloor(t *testing.T) {
+	const n = 200000
+	getppid := perOp(n, 1, func() { unix.Getppid() })
+	f := debugfsRun(t, "floor", n)
+	if f["iterations"] != n {
+		t.Fatalf("kmes/floor: %v, want %d iterations", f, n)
+	}
+	step := map[string]float64{}
+	for _, s := range []string{"timestamp", "sequence", "header", "copy_from_user", "validate", "ring_copy", "release", "entry_copy"} {
+		v, ok := f[s]
+		if !ok {
+			t.Fatalf("kmes/floor has no step %q: %v", s, f)
+		}
+		step[s] = float64(v) / n
+		guest.Record(t, "floor_"+s, step[s], "ns/event")
+	}
+	perEvent := step["sequence"] + step["header"] + step["copy_from_user"] + step["validate"] + step["ring_copy"]
+	shared := getppid + step["timestamp"] + step["release"]
+	guest.Record(t, "floor_emit_64B", perEvent+shared, "ns/event")
+	guest.Record(t, "floor_batch256_64B", perEvent+step["entry_copy"]+shared/256, "ns/event")
+	guest.Record(t, "floor_kernel_64B", step["timestamp"]+step["sequence"]+step["header"]+step["ring_copy"]+step["release"], "ns/event")
+}
+
+// debugfsRun writes n to debugfs kmes/<name> and returns the "key value"
+// lines it then reads back.
+func debugfsRun(t *testing.T, name string, n int) map[string]uint64 {
+	t.Helper()
 	mountDebugfs(t)
-	const path = debugfs + "/kmes/bench"
-	if err := os.WriteFile(path, []byte("1000000"), 0o600); err != nil {
+	path := debugfs + "/kmes/" + name
+	if err := os.WriteFile(path, []byte(strconv.Itoa(n)), 0o600); err != nil {
 		t.Fatalf("write %s: %v", path, err)
 	}
 	b, err := os.ReadFile(path)
@@ -187,11 +218,7 @@ func TestKernelEmit64(t *testing.T) {
 		}
 		fields[k] = n
 	}
-	if fields["events"] != 1000000 || fields["elapsed_ns"] == 0 {
-		t.Fatalf("%s: %q, want 1000000 events and a time", path, b)
-	}
-	guest.Record(t, "kernel_emit_64B", float64(fields["elapsed_ns"])/float64(fields["events"]), "ns/event")
-	fmt.Printf("kernel emit ran on cpu %d\n", fields["cpu"])
+	return fields
 }
 
 // TestDrain measures the consumer side: a Reader draining a ring that
