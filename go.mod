@@ -3,6 +3,7 @@ module github.com/kmes-project/kmes
 go 1.26.0
 
 require (
+	github.com/cilium/ebpf v0.20.0
 	github.com/hugelgupf/vmtest v0.0.0-20240307030256-5d9f3d34a58d
 	github.com/u-root/gobusybox/src v0.0.0-20250101170133-2e884e4509c7
 	github.com/u-root/mkuimage v0.0.0-20250905073043-9a40452f5d3b
