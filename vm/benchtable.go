@@ -93,7 +93,8 @@ type BenchTarget struct {
 }
 
 // BenchTargets are issue 12's targets, in the order README.md discusses
-// them. They are reported, met or missed, not enforced: benchmarks do not
+// them, with one comparison more: kmes_emit() beside a BPF ring buffer
+// record that is timestamped, as every KMES event is. They are reported, met or missed, not enforced: benchmarks do not
 // fail on a number.
 var BenchTargets = []BenchTarget{
 	{"emit_64B", "getppid", 2},
@@ -105,6 +106,7 @@ var BenchTargets = []BenchTarget{
 	{"emit_batch256_64B", "trace_marker_raw_64B", 1},
 	{"emit_batch256_64B", "trace_marker_64B", 1},
 	{"kernel_emit_64B", "bpf_ringbuf_output_64B", 1},
+	{"kernel_emit_64B", "bpf_ringbuf_reserve_ts_64B", 1},
 	{"kernel_emit_64B", "floor_kernel_64B", 1.5},
 	{"emit_1KiB", "user_events_1KiB", 1},
 	{"emit_1KiB", "trace_marker_raw_1KiB", 1},

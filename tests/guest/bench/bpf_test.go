@@ -64,11 +64,15 @@ const (
 	bpfEmpty   bpfWrite = iota // nothing: the cost of the loop
 	bpfOutput                  // bpf_ringbuf_output(ring, src, size, 0)
 	bpfReserve                 // bpf_ringbuf_reserve, a copy of src, bpf_ringbuf_submit
+	// bpfReserveStamped is bpfReserve with the record's timestamp (at
+	// the offset of KMES's) from bpf_ktime_get_ns(): a timestamped
+	// record, as kmes_emit() writes one.
+	bpfReserveStamped
 )
 
 // String is the program's name (at most 15 characters).
 func (w bpfWrite) String() string {
-	return [...]string{"loop_empty", "ringbuf_output", "ringbuf_reserve"}[w]
+	return [...]string{"loop_empty", "ringbuf_output", "ringbuf_reserve", "ringbuf_stamped"}[w]
 }
 
 // TestBPFRingbufOutput times 100,000 writes of a 64-byte record into a
@@ -104,6 +108,7 @@ func TestBPFRingbufOutput(t *testing.T) {
 	empty := perIteration(bpfEmpty)
 	guest.Record(t, "bpf_ringbuf_output_64B", perIteration(bpfOutput)-empty, "ns/event")
 	guest.Record(t, "bpf_ringbuf_reserve_64B", perIteration(bpfReserve)-empty, "ns/event")
+	guest.Record(t, "bpf_ringbuf_reserve_ts_64B", perIteration(bpfReserveStamped)-empty, "ns/event")
 	guest.Record(t, "bpf_loop_empty", empty, "ns/event")
 }
 
@@ -287,6 +292,34 @@ func (b *bpfBench) loop(t *testing.T, w bpfWrite, ring, src *ebpf.Map, size int)
 		}
 		write = append(write,
 			asm.Mov.Reg(asm.R1, asm.R0),
+			asm.Mov.Imm(asm.R2, 0),
+			asm.FnRingbufSubmit.Call(),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		)
+	case bpfReserveStamped:
+		const tsOff = int16(kmes.HdrTimestampOff)
+		write = asm.Instructions{
+			withMap(asm.LoadMapPtr(asm.R1, 0), ring),
+			asm.Mov.Imm(asm.R2, int32(size)),
+			asm.Mov.Imm(asm.R3, 0),
+			asm.FnRingbufReserve.Call(),
+			asm.JEq.Imm(asm.R0, 0, "failed"), // NULL
+			asm.Mov.Reg(asm.R6, asm.R0),      // kept across the call
+			asm.FnKtimeGetNs.Call(),
+			asm.StoreMem(asm.R6, tsOff, asm.R0, asm.DWord),
+			withMap(asm.LoadMapValue(asm.R1, 0, 0), src),
+		}
+		for off := int16(0); off < int16(size); off += 8 {
+			if off == tsOff {
+				continue
+			}
+			write = append(write,
+				asm.LoadMem(asm.R2, asm.R1, off, asm.DWord),
+				asm.StoreMem(asm.R6, off, asm.R2, asm.DWord))
+		}
+		write = append(write,
+			asm.Mov.Reg(asm.R1, asm.R6),
 			asm.Mov.Imm(asm.R2, 0),
 			asm.FnRingbufSubmit.Call(),
 			asm.Mov.Imm(asm.R0, 0),
