@@ -3,6 +3,7 @@ package tests
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/kmes-project/kmes/vm"
@@ -31,11 +32,11 @@ func BenchmarkGuest(b *testing.B) {
 	}
 	for _, topo := range topologies(b, "smp1") {
 		var cols []vm.BenchColumn
-		for i, cpu := range benchCPUModels {
+		for _, cpu := range benchCPUModels {
 			m := e.machine
 			m.CPU = cpu
 			// Sub-benchmark names become log file names: no commas.
-			b.Run(topo.Name+"/cpu"+string(rune('0'+i)), func(b *testing.B) {
+			b.Run(topo.Name+"/"+strings.ReplaceAll(cpu, ",", "_"), func(b *testing.B) {
 				cols = append(cols, vm.BenchColumn{CPU: cpu, Metrics: benchBoot(b, e, topo, m, args)})
 			})
 		}

@@ -276,50 +276,36 @@ func (b *bpfBench) loop(t *testing.T, w bpfWrite, ring, src *ebpf.Map, size int)
 			asm.JNE.Imm(asm.R0, 0, "failed"), // 0 or a -errno
 			asm.Return(),
 		}
-	case bpfReserve:
-		write = asm.Instructions{
-			withMap(asm.LoadMapPtr(asm.R1, 0), ring),
-			asm.Mov.Imm(asm.R2, int32(size)),
-			asm.Mov.Imm(asm.R3, 0),
-			asm.FnRingbufReserve.Call(),
-			asm.JEq.Imm(asm.R0, 0, "failed"), // NULL
-			withMap(asm.LoadMapValue(asm.R1, 0, 0), src),
-		}
-		for off := int16(0); off < int16(size); off += 8 {
-			write = append(write,
-				asm.LoadMem(asm.R2, asm.R1, off, asm.DWord),
-				asm.StoreMem(asm.R0, off, asm.R2, asm.DWord))
-		}
-		write = append(write,
-			asm.Mov.Reg(asm.R1, asm.R0),
-			asm.Mov.Imm(asm.R2, 0),
-			asm.FnRingbufSubmit.Call(),
-			asm.Mov.Imm(asm.R0, 0),
-			asm.Return(),
-		)
-	case bpfReserveStamped:
+	case bpfReserve, bpfReserveStamped:
+		// The record stays in R0, or for the stamped one in R6, which the
+		// call of bpf_ktime_get_ns() keeps.
 		const tsOff = int16(kmes.HdrTimestampOff)
+		rec := asm.R0
 		write = asm.Instructions{
 			withMap(asm.LoadMapPtr(asm.R1, 0), ring),
 			asm.Mov.Imm(asm.R2, int32(size)),
 			asm.Mov.Imm(asm.R3, 0),
 			asm.FnRingbufReserve.Call(),
 			asm.JEq.Imm(asm.R0, 0, "failed"), // NULL
-			asm.Mov.Reg(asm.R6, asm.R0),      // kept across the call
-			asm.FnKtimeGetNs.Call(),
-			asm.StoreMem(asm.R6, tsOff, asm.R0, asm.DWord),
-			withMap(asm.LoadMapValue(asm.R1, 0, 0), src),
 		}
+		if w == bpfReserveStamped {
+			rec = asm.R6
+			write = append(write,
+				asm.Mov.Reg(rec, asm.R0),
+				asm.FnKtimeGetNs.Call(),
+				asm.StoreMem(rec, tsOff, asm.R0, asm.DWord))
+		}
+		write = append(write, withMap(asm.LoadMapValue(asm.R1, 0, 0), src))
 		for off := int16(0); off < int16(size); off += 8 {
-			if off == tsOff {
+			if w == bpfReserveStamped && off == tsOff {
 				continue
 			}
 			write = append(write,
 				asm.LoadMem(asm.R2, asm.R1, off, asm.DWord),
-				asm.StoreMem(asm.R6, off, asm.R2, asm.DWord))
+				asm.StoreMem(rec, off, asm.R2, asm.DWord))
 		}
 		write = append(write,
-			asm.Mov.Reg(asm.R1, asm.R6),
+			asm.Mov.Reg(asm.R1, rec),
 			asm.Mov.Imm(asm.R2, 0),
 			asm.FnRingbufSubmit.Call(),
 			asm.Mov.Imm(asm.R0, 0),
