@@ -181,7 +181,7 @@ func TestKernelEmit64(t *testing.T) {
 //   - floor_kernel_64B, kmes_emit() in the kernel: nothing to copy from
 //     userspace or validate.
 func TestFloor(t *testing.T) {
-	const n = 200000
+	const n = 800 * 256 // kmes/floor runs whole batches of 256 entries
 	getppid := perOp(n, 1, func() { unix.Getppid() })
 	f := debugfsRun(t, "floor", n)
 	if f["iterations"] != n {
