@@ -58,6 +58,19 @@ func TestSyscalls(t *testing.T) {
 	}
 }
 
+// pinCPU0 locks the test's goroutine to its thread and the thread to
+// CPU 0. It does not unlock: the thread ends with the test, and no other
+// goroutine runs on it pinned.
+func pinCPU0(t *testing.T) {
+	t.Helper()
+	runtime.LockOSThread()
+	var set unix.CPUSet
+	set.Set(0)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		t.Fatalf("sched_setaffinity: %v", err)
+	}
+}
+
 // perOp runs f n times after a warm-up and returns the time per op, with
 // ops operations per call of f.
 func perOp(n, ops int, f func()) float64 {

@@ -143,19 +143,6 @@ func TestBPFDrain(t *testing.T) {
 	}
 }
 
-// pinCPU0 locks the test's goroutine to its thread and the thread to
-// CPU 0. It does not unlock: the thread ends with the test, and no other
-// goroutine runs on it pinned.
-func pinCPU0(t *testing.T) {
-	t.Helper()
-	runtime.LockOSThread()
-	var set unix.CPUSet
-	set.Set(0)
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		t.Fatalf("sched_setaffinity: %v", err)
-	}
-}
-
 // bpfBench holds the array map, of one u64, that the programs count their
 // failed writes in.
 type bpfBench struct {

@@ -58,12 +58,7 @@ const (
 // (as entries plus overwritten entries) at least one entry per write: a
 // write to a disabled event would measure nothing.
 func TestPeerWrites(t *testing.T) {
-	runtime.LockOSThread()
-	var set unix.CPUSet
-	set.Set(0)
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		t.Fatalf("sched_setaffinity(cpu 0): %v", err)
-	}
+	pinCPU0(t)
 	mountTracefs(t)
 	tracingOn(t)
 
