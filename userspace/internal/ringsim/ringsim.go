@@ -1,9 +1,10 @@
 //go:build linux
 
 // Package ringsim is the producer half of a KMES ring in userspace, for
-// host tests of the reader: no kernel patch is needed. A ring lives in a
-// memfd whose data pages are mapped twice, back to back, exactly as the
-// kernel maps them, and the producer follows the write protocol of
+// host tests of the reader: no kernel patch is needed. A ring lives in two
+// memfds, one for the metadata pages and one for the data, whose pages are
+// mapped twice, back to back, exactly as the kernel maps them (NewHuge puts
+// the data on 2 MiB pages), and the producer follows the write protocol of
 // KMES.md §4: tail_pos is advanced (release) before older bytes are
 // overwritten, write_pos is published (release) after the bytes, then
 // need_wake is checked after a full barrier and, if set, cleared before
@@ -15,7 +16,11 @@ package ringsim
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,9 +31,14 @@ import (
 	"github.com/kmes-project/kmes/userspace/kmes"
 )
 
+// HugePageSize is the size of the pages NewHuge puts a ring's data on.
+const HugePageSize = 2 << 20
+
 // Ring is a simulated ring of one CPU.
 type Ring struct {
-	fd       int
+	metaFD   int // the two metadata pages
+	dataFD   int // the data region, once
+	pageSize uintptr
 	capacity uint64
 	cpu      int
 	w        []byte // the producer's writable mapping
@@ -57,18 +67,41 @@ type Ring struct {
 // both the generation word and ring_generation, the ring's own, which
 // nothing changes afterwards (SetRingGeneration aside).
 func New(cpu int, capacity uint64, generation uint64) (*Ring, error) {
-	fd, err := unix.MemfdCreate(fmt.Sprintf("kmes-ringsim-cpu%d", cpu), unix.MFD_CLOEXEC)
+	return newRing(cpu, capacity, generation, unix.Getpagesize())
+}
+
+// NewHuge is New with the data on 2 MiB hugetlb pages (memfd_create with
+// MFD_HUGETLB), mapped at 2 MiB-aligned addresses: capacity must be a
+// multiple of HugePageSize, and the system must have that many huge pages
+// free (/proc/sys/vm/nr_hugepages), or it fails with ENOMEM.
+func NewHuge(cpu int, capacity uint64, generation uint64) (*Ring, error) {
+	if capacity%HugePageSize != 0 {
+		return nil, fmt.Errorf("create ring: capacity %d is not a multiple of %d", capacity, HugePageSize)
+	}
+	return newRing(cpu, capacity, generation, HugePageSize)
+}
+
+func newRing(cpu int, capacity uint64, generation uint64, pageSize int) (*Ring, error) {
+	name := fmt.Sprintf("kmes-ringsim-cpu%d", cpu)
+	metaFD, err := memfd(name+"-meta", unix.MFD_CLOEXEC, kmes.MapDataOff)
 	if err != nil {
-		return nil, fmt.Errorf("create ring: memfd_create: %w", err)
+		return nil, fmt.Errorf("create ring: %w", err)
 	}
-	if err := unix.Ftruncate(fd, int64(kmes.MapDataOff+capacity)); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("create ring: ftruncate: %w", err)
+	flags := unix.MFD_CLOEXEC
+	if pageSize == HugePageSize {
+		flags |= unix.MFD_HUGETLB | unix.MFD_HUGE_2MB
 	}
-	r := &Ring{fd: fd, capacity: capacity, cpu: cpu, Now: func() int64 { return time.Now().UnixNano() }}
+	dataFD, err := memfd(name+"-data", flags, int64(capacity))
+	if err != nil {
+		unix.Close(metaFD)
+		return nil, fmt.Errorf("create ring: %w", err)
+	}
+	r := &Ring{metaFD: metaFD, dataFD: dataFD, pageSize: uintptr(pageSize), capacity: capacity, cpu: cpu,
+		Now: func() int64 { return time.Now().UnixNano() }}
 	w, err := r.mapTwice(unix.PROT_READ|unix.PROT_WRITE, unix.PROT_READ|unix.PROT_WRITE)
 	if err != nil {
-		unix.Close(fd)
+		unix.Close(metaFD)
+		unix.Close(dataFD)
 		return nil, fmt.Errorf("create ring: %w", err)
 	}
 	r.w = w
@@ -91,28 +124,55 @@ func New(cpu int, capacity uint64, generation uint64) (*Ring, error) {
 	return r, nil
 }
 
-// mapTwice maps the memfd as kmes_attach's mmap lays a ring out: metadata
+// memfd returns a memfd of size bytes.
+func memfd(name string, flags int, size int64) (int, error) {
+	fd, err := unix.MemfdCreate(name, flags)
+	if err != nil {
+		return -1, fmt.Errorf("memfd_create %s: %w", name, err)
+	}
+	if err := unix.Ftruncate(fd, size); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("ftruncate %s to %d bytes: %w", name, size, err)
+	}
+	return fd, nil
+}
+
+// mapTwice maps the memfds as kmes_attach's mmap lays a ring out: metadata
 // pages with metaProt (the consumer page always read-write), then the data
 // pages twice with dataProt. It reserves the whole range first so the two
-// data mappings are adjacent.
+// data mappings are adjacent, and places it so that the data starts at a
+// multiple of the data's page size.
 func (r *Ring) mapTwice(metaProt, dataProt int) ([]byte, error) {
 	size := uintptr(kmes.MapSize(r.capacity))
-	base, err := unix.MmapPtr(-1, 0, nil, size, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	slack := r.pageSize - uintptr(unix.Getpagesize())
+	res, err := unix.MmapPtr(-1, 0, nil, size+slack, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
-		return nil, fmt.Errorf("reserve %d bytes: %w", size, err)
+		return nil, fmt.Errorf("reserve %d bytes: %w", size+slack, err)
+	}
+	// The range from base, with base + MapDataOff aligned; the slack
+	// around it goes back.
+	data := (uintptr(res) + kmes.MapDataOff + r.pageSize - 1) &^ (r.pageSize - 1)
+	head := data - kmes.MapDataOff - uintptr(res)
+	base := unsafe.Add(res, head)
+	if head > 0 {
+		unix.MunmapPtr(res, head)
+	}
+	if tail := slack - head; tail > 0 {
+		unix.MunmapPtr(unsafe.Add(base, size), tail)
 	}
 	at := func(off uintptr) unsafe.Pointer { return unsafe.Add(base, off) }
 	parts := []struct {
+		fd                int
 		off, fileOff, len uintptr
 		prot              int
 	}{
-		{0, 0, kmes.MetaPageSize, metaProt},
-		{kmes.MapConsumerOff, kmes.MapConsumerOff, kmes.MetaPageSize, unix.PROT_READ | unix.PROT_WRITE},
-		{kmes.MapDataOff, kmes.MapDataOff, uintptr(r.capacity), dataProt},
-		{kmes.MapDataOff + uintptr(r.capacity), kmes.MapDataOff, uintptr(r.capacity), dataProt},
+		{r.metaFD, 0, 0, kmes.MetaPageSize, metaProt},
+		{r.metaFD, kmes.MapConsumerOff, kmes.MapConsumerOff, kmes.MetaPageSize, unix.PROT_READ | unix.PROT_WRITE},
+		{r.dataFD, kmes.MapDataOff, 0, uintptr(r.capacity), dataProt},
+		{r.dataFD, kmes.MapDataOff + uintptr(r.capacity), 0, uintptr(r.capacity), dataProt},
 	}
 	for _, p := range parts {
-		if _, err := unix.MmapPtr(r.fd, int64(p.fileOff), at(p.off), p.len, p.prot, unix.MAP_SHARED|unix.MAP_FIXED); err != nil {
+		if _, err := unix.MmapPtr(p.fd, int64(p.fileOff), at(p.off), p.len, p.prot, unix.MAP_SHARED|unix.MAP_FIXED); err != nil {
 			unix.MunmapPtr(base, size)
 			return nil, fmt.Errorf("map %d bytes at offset %d: %w", p.len, p.off, err)
 		}
@@ -169,7 +229,7 @@ func (r *Ring) Mapped() int {
 	return len(r.mappings)
 }
 
-// Close unmaps every mapping of the ring and closes the memfd.
+// Close unmaps every mapping of the ring and closes the memfds.
 func (r *Ring) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -177,7 +237,7 @@ func (r *Ring) Close() error {
 		unix.MunmapPtr(unsafe.Pointer(&m[0]), uintptr(len(m)))
 	}
 	r.mappings = nil
-	return unix.Close(r.fd)
+	return errors.Join(unix.Close(r.metaFD), unix.Close(r.dataFD))
 }
 
 // Capacity returns the ring's capacity.
@@ -335,7 +395,7 @@ func (r *Ring) wakeIfAsked() {
 // set to the new ring's and its sleepers woken; r's ring_generation stays.
 func (r *Ring) Swap(capacity uint64) (*Ring, error) {
 	gen := r.gen.Load()
-	n, err := New(r.cpu, capacity, gen+1)
+	n, err := newRing(r.cpu, capacity, gen+1, int(r.pageSize))
 	if err != nil {
 		return nil, err
 	}
@@ -532,4 +592,49 @@ func (s *Source) Close() error {
 	}
 	s.rings, s.old = nil, nil
 	return nil
+}
+
+// ReserveHugePages makes sure n 2 MiB huge pages are free for NewHuge,
+// raising /proc/sys/vm/nr_hugepages if needed (which takes root), and
+// returns what puts the old value back.
+func ReserveHugePages(n int) (restore func() error, err error) {
+	const nr = "/proc/sys/vm/nr_hugepages"
+	free, err := hugePagesFree()
+	if err != nil || free >= n {
+		return func() error { return nil }, err
+	}
+	old, err := os.ReadFile(nr)
+	if err != nil {
+		return nil, fmt.Errorf("reserve %d huge pages: %w", n, err)
+	}
+	total, err := strconv.Atoi(strings.TrimSpace(string(old)))
+	if err != nil {
+		return nil, fmt.Errorf("reserve %d huge pages: %s: %q: %w", n, nr, old, err)
+	}
+	restore = func() error { return os.WriteFile(nr, old, 0) }
+	if err := os.WriteFile(nr, []byte(strconv.Itoa(total+n-free)), 0); err != nil {
+		return nil, fmt.Errorf("reserve %d huge pages: write %s: %w", n, nr, err)
+	}
+	if free, err = hugePagesFree(); err == nil && free < n {
+		err = fmt.Errorf("reserve %d huge pages: only %d free after raising %s (memory too fragmented?)", n, free, nr)
+	}
+	if err != nil {
+		restore()
+		return nil, err
+	}
+	return restore, nil
+}
+
+// hugePagesFree returns HugePages_Free of /proc/meminfo.
+func hugePagesFree() (int, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "HugePages_Free:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, errors.New("/proc/meminfo has no HugePages_Free")
 }
