@@ -46,6 +46,27 @@ func swapIndex(r *kmes.Record) (uint32, bool) {
 // numbers with no gap or repeat, and the test's events (of type typ) in
 // the order of their indices, each once, none from before the start.
 // Its methods are for the reader's goroutine, but count and ahead, which
+// readInto reads rd in a goroutine until Read fails, adding every record
+// to log and handing it to each (if not nil); the channel receives the
+// error that ended it.
+func readInto(rd *kmes.Reader, log *seqLog, each func(*kmes.Record)) <-chan error {
+	readErr := make(chan error, 1)
+	go func() {
+		var rec kmes.Record
+		for {
+			if err := rd.Read(&rec); err != nil {
+				readErr <- err
+				return
+			}
+			log.add(&rec)
+			if each != nil {
+				each(&rec)
+			}
+		}
+	}()
+	return readErr
+}
+
 // are for any.
 type seqLog struct {
 	cpu     int
@@ -184,17 +205,7 @@ func TestSwapReaderFollows(t *testing.T) {
 	before := rings(t)[cpu]
 	rd := readerFor(t, cpu, true)
 	log := &seqLog{cpu: cpu, typ: typ}
-	readErr := make(chan error, 1)
-	go func() {
-		var rec kmes.Record
-		for {
-			if err := rd.Read(&rec); err != nil {
-				readErr <- err
-				return
-			}
-			log.add(&rec)
-		}
-	}()
+	readErr := readInto(rd, log, nil)
 	gen := before.generation
 	swap := func(capacity uint64) {
 		t.Helper()
@@ -332,21 +343,12 @@ func TestSwapKmesctl(t *testing.T) {
 	rd := readerFor(t, cpu, true)
 	log := &seqLog{cpu: cpu, typ: typ}
 	var want []string
-	readErr := make(chan error, 1)
-	go func() {
-		var rec kmes.Record
-		for {
-			if err := rd.Read(&rec); err != nil {
-				readErr <- err
-				return
-			}
-			log.add(&rec)
-			if i, ok := swapIndex(&rec); ok && rec.Type == typ {
-				want = append(want, fmt.Sprintf(`{"cpu":%d,"seq":%d,"ts":"%s","origin":0,"type":%q,"payload":%d}`,
-					rec.CPU, rec.Sequence, time.Unix(0, rec.Timestamp).UTC().Format("2006-01-02T15:04:05.000000000Z07:00"), rec.Type, i))
-			}
+	readErr := readInto(rd, log, func(rec *kmes.Record) {
+		if i, ok := swapIndex(rec); ok && rec.Type == typ {
+			want = append(want, fmt.Sprintf(`{"cpu":%d,"seq":%d,"ts":"%s","origin":0,"type":%q,"payload":%d}`,
+				rec.CPU, rec.Sequence, time.Unix(0, rec.Timestamp).UTC().Format("2006-01-02T15:04:05.000000000Z07:00"), rec.Type, i))
 		}
-	}()
+	})
 
 	next := 0
 	emitSome := func() {
