@@ -77,13 +77,14 @@ func topologies(t testing.TB, names ...string) []vm.Topology {
 
 // kmesTopologies run, in the same boot as the boot suite, the kmes guest
 // suite (tests/guest/kmes: the Go library, kmesctl and kmes-demo against
-// the kernel); nohuge, whose rings are resized on the command line, among
-// them.
-var kmesTopologies = []string{"smp1", "smp4-numa2", "nohuge"}
+// the kernel): all of them, as each says something of its own about the
+// pages of the rings (README, "Topologies").
+var kmesTopologies = []string{"smp1", "smp4-numa2", "hugepages", "nohuge"}
 
 // selftestTopologies also run the kmes kselftests (build/selftests/kmes),
-// after the kmes guest suite.
-var selftestTopologies = []string{"smp1", "smp4-numa2"}
+// after the kmes guest suite: nohuge for the 4 KiB fallback (and rings
+// resized on the command line), hugepages for rings beside a hugetlb pool.
+var selftestTopologies = []string{"smp1", "smp4-numa2", "hugepages", "nohuge"}
 
 // TestBoot boots every topology preset and checks that the guest is what
 // the preset says and runs the kernel built from patches/; in

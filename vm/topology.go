@@ -35,11 +35,15 @@ var presets = []Topology{
 	{Name: "smp1", Description: "1 vCPU, 1 node, 1 GiB", CPUs: 1, Nodes: 1, MemoryMiB: 1024},
 	{Name: "smp4-numa2", Description: "4 vCPUs on 2 NUMA nodes (CPUs 0-1 on node 0, 2-3 on node 1), 2 GiB", CPUs: 4, Nodes: 2, MemoryMiB: 2048},
 	{Name: "hugepages", Description: "smp4-numa2 with 128 2 MiB hugepages reserved at boot", CPUs: 4, Nodes: 2, MemoryMiB: 2048, HugePages: 128},
-	// nohuge also boots with 2 MiB rings (a swap at boot, before init):
-	// the guest tests check the rings' generation and capacity, and that
-	// the kmes.init event survived.
-	{Name: "nohuge", Description: "smp4-numa2 with no hugepages reserved and transparent hugepages off; 2 MiB KMES rings from the command line",
-		CPUs: 4, Nodes: 2, MemoryMiB: 2048, NoHuge: true, Cmdline: []string{"kmes.buffer_capacity=1048576", "sysctl.kernel.kmes.buffer_capacity=2097152"}},
+	// nohuge forces every KMES ring onto 4 KiB pages (kmes.hugepages=0):
+	// the guest tests check that the fallback is taken and reported. It
+	// also boots with 1 MiB rings replaced by 4 MiB ones (a swap at boot,
+	// before init): the guest tests check the rings' generation and
+	// capacity, and that the kmes.init event survived. 4 MiB is the
+	// default, which the kselftests start from.
+	{Name: "nohuge", Description: "smp4-numa2 with no hugepages reserved and transparent hugepages off; KMES rings on 4 KiB pages (kmes.hugepages=0), resized from 1 MiB to 4 MiB on the command line",
+		CPUs: 4, Nodes: 2, MemoryMiB: 2048, NoHuge: true,
+		Cmdline: []string{"kmes.hugepages=0", "kmes.buffer_capacity=1048576", "sysctl.kernel.kmes.buffer_capacity=4194304"}},
 }
 
 // DefaultTopology is what 'make run' boots.
@@ -137,11 +141,23 @@ func (t Topology) Validate() error {
 // Expect returns what a guest booted in this topology must observe.
 func (t Topology) Expect() guest.Topology {
 	return guest.Topology{
-		Name:      t.Name,
-		CPUs:      t.CPUs,
-		Nodes:     t.Nodes,
-		CPUNode:   t.CPUNode(),
-		HugePages: t.HugePages,
-		THP:       !t.NoHuge,
+		Name:         t.Name,
+		CPUs:         t.CPUs,
+		Nodes:        t.Nodes,
+		CPUNode:      t.CPUNode(),
+		HugePages:    t.HugePages,
+		THP:          !t.NoHuge,
+		RingPageSize: t.ringPageSize(),
 	}
+}
+
+// ringPageSize is the size of the pages every KMES ring's data is on in
+// this topology: 2 MiB, unless the command line forces the 4 KiB
+// fallback. Every preset's rings are 2 MiB or larger and its nodes have
+// 2 MiB pages free for them, so no other fallback is expected.
+func (t Topology) ringPageSize() int {
+	if slices.Contains(t.Cmdline, "kmes.hugepages=0") {
+		return guest.BasePageSize
+	}
+	return guest.HugePageSize
 }

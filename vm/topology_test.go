@@ -17,18 +17,21 @@ func TestPresets(t *testing.T) {
 		cpuNode   []int
 		hugePages int
 		thp       bool
+		ringPage  int
 	}{
 		{
-			name:    "smp1",
-			qemu:    []string{"-smp", "1,sockets=1,cores=1,threads=1", "-m", "1024M"},
-			cpuNode: []int{0},
-			thp:     true,
+			name:     "smp1",
+			qemu:     []string{"-smp", "1,sockets=1,cores=1,threads=1", "-m", "1024M"},
+			cpuNode:  []int{0},
+			thp:      true,
+			ringPage: 2 << 20,
 		},
 		{
-			name:    "smp4-numa2",
-			qemu:    numa2,
-			cpuNode: []int{0, 0, 1, 1},
-			thp:     true,
+			name:     "smp4-numa2",
+			qemu:     numa2,
+			cpuNode:  []int{0, 0, 1, 1},
+			thp:      true,
+			ringPage: 2 << 20,
 		},
 		{
 			name:      "hugepages",
@@ -37,12 +40,16 @@ func TestPresets(t *testing.T) {
 			cpuNode:   []int{0, 0, 1, 1},
 			hugePages: 128,
 			thp:       true,
+			ringPage:  2 << 20,
 		},
 		{
-			name:    "nohuge",
-			qemu:    numa2,
-			kernel:  []string{"hugepages=0", "transparent_hugepage=never", "kmes.buffer_capacity=1048576", "sysctl.kernel.kmes.buffer_capacity=2097152"},
-			cpuNode: []int{0, 0, 1, 1},
+			// The 4 KiB fallback, forced.
+			name: "nohuge",
+			qemu: numa2,
+			kernel: []string{"hugepages=0", "transparent_hugepage=never",
+				"kmes.hugepages=0", "kmes.buffer_capacity=1048576", "sysctl.kernel.kmes.buffer_capacity=4194304"},
+			cpuNode:  []int{0, 0, 1, 1},
+			ringPage: 4096,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,8 +67,8 @@ func TestPresets(t *testing.T) {
 				t.Errorf("KernelArgs: got %q, want %q", got, tc.kernel)
 			}
 			e := topo.Expect()
-			if !slices.Equal(e.CPUNode, tc.cpuNode) || e.HugePages != tc.hugePages || e.THP != tc.thp || e.Name != tc.name {
-				t.Errorf("Expect: got %+v, want cpu_node %v hugepages %d thp %v", e, tc.cpuNode, tc.hugePages, tc.thp)
+			if !slices.Equal(e.CPUNode, tc.cpuNode) || e.HugePages != tc.hugePages || e.THP != tc.thp || e.Name != tc.name || e.RingPageSize != tc.ringPage {
+				t.Errorf("Expect: got %+v, want cpu_node %v hugepages %d thp %v ring_page_size %d", e, tc.cpuNode, tc.hugePages, tc.thp, tc.ringPage)
 			}
 		})
 	}

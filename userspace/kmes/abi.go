@@ -66,6 +66,14 @@ const (
 	// differ. It reads 0 in a producer page laid out before it existed
 	// (it was padding).
 	MetaRingGenerationOff = 40
+	// MetaDataPageSizeOff is the u32 size in bytes of the pages the data
+	// region is made of (line 0, written once before the ring is
+	// visible): 2 MiB when the data is on 2 MiB pages, 4096 when the
+	// kernel fell back to 4 KiB pages (a ring below 2 MiB, no free 2 MiB
+	// page on the CPU's node, or kmes.hugepages=0; the kernel log says
+	// which). It reads 0 in a producer page laid out before it existed
+	// (it was padding): unknown.
+	MetaDataPageSizeOff = 48
 	// MetaNeedWakeOff is an offset in the mapping (the consumer page).
 	MetaNeedWakeOff = 4096
 )

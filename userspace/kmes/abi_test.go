@@ -48,6 +48,7 @@ var goValues = map[string]int64{
 	"KMES_META_DATA_OFFSET_OFF":       MetaDataOffOff,
 	"KMES_META_GENERATION_OFF":        MetaGenOff,
 	"KMES_META_RING_GENERATION_OFF":   MetaRingGenerationOff,
+	"KMES_META_DATA_PAGE_SIZE_OFF":    MetaDataPageSizeOff,
 	"KMES_META_WRITE_POS_OFF":         MetaWritePosOff,
 	"KMES_META_TAIL_POS_OFF":          MetaTailPosOff,
 	"KMES_META_FUTEX_COUNTER_OFF":     MetaFutexOff,

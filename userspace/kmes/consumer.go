@@ -49,6 +49,7 @@ type Stats struct {
 	CPU        int
 	Generation uint64 // of the ring being read: its own (Ring.RingGeneration)
 	Capacity   uint64 // of the ring being read, in bytes
+	PageSize   uint64 // of the ring being read: of its data pages, 0 if unknown (Ring.PageSize)
 	Events     uint64 // events returned
 	// Lost counts events overwritten before this reader got to them:
 	// the sequence gaps across a lap (or a resynchronisation).

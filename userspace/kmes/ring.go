@@ -41,6 +41,8 @@ import (
 //     it, even if the swap came between kmes_attach and the mmap.
 //   - dropped: loaded atomically; the producer's count of the events
 //     dropped on the ring's CPU since boot.
+//   - data_page_size: written before the ring is visible and never
+//     changed, read once when the Ring is opened.
 //
 // A Ring is not safe for concurrent use; its Stats are.
 type Ring struct {
@@ -48,6 +50,7 @@ type Ring struct {
 	capacity uint64
 	mask     uint64
 	cpu      int
+	pageSize uint64 // data_page_size
 
 	writePos *atomic.Uint64
 	tailPos  *atomic.Uint64
@@ -143,6 +146,9 @@ func NewRing(mapping []byte) (*Ring, error) {
 		capacity: capacity,
 		mask:     capacity - 1,
 		cpu:      int(binary.LittleEndian.Uint16(meta[MetaCPUIDOff:])),
+		// Not checked: a reader does not need it, and an older kernel
+		// leaves it 0.
+		pageSize: uint64(binary.LittleEndian.Uint32(meta[MetaDataPageSizeOff:])),
 		futex:    (*atomic.Uint32)(unsafe.Pointer(&mapping[MetaFutexOff])),
 		needWake: (*atomic.Uint32)(unsafe.Pointer(&mapping[MetaNeedWakeOff])),
 	}
@@ -183,6 +189,13 @@ func (r *Ring) CPU() int { return r.cpu }
 
 // Capacity returns the size of the ring's data region in bytes.
 func (r *Ring) Capacity() uint64 { return r.capacity }
+
+// PageSize returns the size in bytes of the pages the ring's data is on
+// (data_page_size): 2 MiB (2097152) on 2 MiB pages, 4096 when the kernel
+// fell back to 4 KiB pages (the kernel log names the CPU and the reason),
+// 0 when the kernel is older than the field: unknown. It is the ring's
+// own and never changes, Close included.
+func (r *Ring) PageSize() uint64 { return r.pageSize }
 
 // Generation returns the generation word as the producer shows it now, 0
 // after Close: the ring's own generation (RingGeneration) until a swap
@@ -252,6 +265,7 @@ func (r *Ring) Stats() Stats {
 		CPU:          r.cpu,
 		Generation:   r.gen0,
 		Capacity:     r.capacity,
+		PageSize:     r.pageSize,
 		Events:       r.shared.events.Load(),
 		Lost:         r.shared.lost.Load(),
 		Dropped:      r.shared.dropped.Load(),

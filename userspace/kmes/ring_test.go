@@ -593,3 +593,32 @@ func TestRingGeneration(t *testing.T) {
 		}
 	})
 }
+
+// PageSize is data_page_size, read when the ring is opened: what the
+// producer page says, 0 (a kernel older than the field) included, which
+// opens like any other value. Stats carries it, and Close keeps it.
+func TestRingPageSize(t *testing.T) {
+	for _, want := range []uint64{4096, 2 << 20, 0} {
+		p, err := ringsim.New(1, testCapacity, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		p.SetPageSize(uint32(want))
+		p.Emit(0, "t", []byte{0xc0})
+		r, err := p.Reader()
+		if err != nil {
+			t.Fatalf("data_page_size %d: %v", want, err)
+		}
+		if recs := readAll(t, r); len(recs) != 1 {
+			t.Errorf("data_page_size %d: read %d events, want 1", want, len(recs))
+		}
+		if ps, sps := r.PageSize(), r.Stats().PageSize; ps != want || sps != want {
+			t.Errorf("PageSize %d, Stats().PageSize %d; the producer page says %d", ps, sps, want)
+		}
+		r.Close()
+		if ps := r.PageSize(); ps != want {
+			t.Errorf("PageSize %d after Close, want %d: it is the ring's own", ps, want)
+		}
+	}
+}

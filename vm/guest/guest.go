@@ -137,6 +137,13 @@ func ReadMetrics(path string) ([]Metric, error) {
 	return ms, nil
 }
 
+// The sizes of the pages a KMES ring's data can be on (its
+// data_page_size): 2 MiB pages, or the 4 KiB fallback.
+const (
+	HugePageSize = 2 << 20
+	BasePageSize = 4096
+)
+
 // Topology is what a guest must observe of the machine it runs on.
 type Topology struct {
 	Name      string `json:"name"`
@@ -145,6 +152,9 @@ type Topology struct {
 	CPUNode   []int  `json:"cpu_node"`
 	HugePages int    `json:"hugepages"`
 	THP       bool   `json:"thp"`
+	// RingPageSize is the size of the pages every KMES ring's data must
+	// be on (HugePageSize or BasePageSize), as its data_page_size says.
+	RingPageSize int `json:"ring_page_size"`
 }
 
 // Kernel identifies the kernel the host booted.
@@ -254,6 +264,30 @@ func Current(t testing.TB) Run {
 		t.Fatalf("read run description: %v", err)
 	}
 	return r
+}
+
+// ReadMeminfo returns the numbers of /proc/meminfo by name, in the file's
+// units (kB, or a count of pages).
+func ReadMeminfo(t testing.TB) map[string]int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		name, rest, _ := strings.Cut(line, ":")
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			t.Fatalf("/proc/meminfo: bad line %q", line)
+		}
+		n, err := strconv.Atoi(f[0])
+		if err != nil {
+			t.Fatalf("/proc/meminfo: bad line %q", line)
+		}
+		m[name] = n
+	}
+	return m
 }
 
 // ReadCPUList reads a sysfs CPU or node list such as "0-1,3".

@@ -30,12 +30,22 @@ func TestReadMetrics(t *testing.T) {
 
 func TestRunRoundTrip(t *testing.T) {
 	dir := t.TempDir()
-	r := Run{Suites: []string{"boot"}, Topology: Topology{Name: "smp1", CPUs: 1, Nodes: 1, CPUNode: []int{0}, THP: true}, Kernel: Kernel{Release: "6.12.117-kmes"}}
+	r := Run{Suites: []string{"boot"}, Topology: Topology{Name: "smp1", CPUs: 1, Nodes: 1, CPUNode: []int{0}, THP: true, RingPageSize: HugePageSize}, Kernel: Kernel{Release: "6.12.117-kmes"}}
 	if err := r.Write(dir); err != nil {
 		t.Fatal(err)
 	}
 	got, err := ReadRun(filepath.Join(dir, RunFile))
 	if err != nil || !reflect.DeepEqual(got, r) {
 		t.Errorf("ReadRun = %+v, %v; want %+v", got, err, r)
+	}
+}
+
+func TestReadMeminfo(t *testing.T) {
+	m := ReadMeminfo(t)
+	if m["MemTotal"] <= 0 || m["MemFree"] <= 0 || m["MemFree"] > m["MemTotal"] {
+		t.Errorf("MemTotal %d kB, MemFree %d kB", m["MemTotal"], m["MemFree"])
+	}
+	if _, ok := m["HugePages_Total"]; !ok {
+		t.Errorf("no HugePages_Total in %v", m)
 	}
 }

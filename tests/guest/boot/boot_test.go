@@ -6,7 +6,6 @@ package boot
 import (
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -60,16 +59,20 @@ func TestNUMANodes(t *testing.T) {
 	}
 }
 
+// TestHugePages: the hugetlb pool is what the topology reserves on the
+// command line, and all of it is still free: KMES's rings, allocated at
+// boot, are 2 MiB pages of the buddy allocator (alloc_pages of order 9),
+// not hugetlb pages, which nothing in the guest maps.
 func TestHugePages(t *testing.T) {
 	want := guest.Current(t).Topology
-	meminfo, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := meminfoValue(t, string(meminfo), "HugePages_Total"); got != want.HugePages {
+	meminfo := guest.ReadMeminfo(t)
+	if got := meminfo["HugePages_Total"]; got != want.HugePages {
 		t.Errorf("HugePages_Total %d, topology %s reserves %d", got, want.Name, want.HugePages)
 	}
-	if got := meminfoValue(t, string(meminfo), "Hugepagesize"); got != 2048 {
+	if free, total := meminfo["HugePages_Free"], meminfo["HugePages_Total"]; free != total {
+		t.Errorf("HugePages_Free %d of %d: something took hugetlb pages (KMES's rings must not)", free, total)
+	}
+	if got := meminfo["Hugepagesize"]; got != 2048 {
 		t.Errorf("Hugepagesize %d kB, want 2048", got)
 	}
 	thp, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -79,14 +82,4 @@ func TestHugePages(t *testing.T) {
 	if never := strings.Contains(string(thp), "[never]"); never == want.THP {
 		t.Errorf("transparent_hugepage/enabled is %q, topology %s wants THP=%v", strings.TrimSpace(string(thp)), want.Name, want.THP)
 	}
-}
-
-func meminfoValue(t *testing.T, meminfo, key string) int {
-	t.Helper()
-	m := regexp.MustCompile(`(?m)^` + key + `:\s+(\d+)`).FindStringSubmatch(meminfo)
-	if m == nil {
-		t.Fatalf("/proc/meminfo has no %s", key)
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
 }

@@ -41,7 +41,7 @@ func cmdlineValue(t *testing.T, key string) (uint64, bool) {
 }
 
 // cmdlineCapacity returns the value of sysctl.kernel.kmes.buffer_capacity
-// on the kernel command line (the nohuge topology sets 2 MiB), and
+// on the kernel command line (the nohuge topology sets 4 MiB, after 1 MiB rings at boot), and
 // whether it is there.
 func cmdlineCapacity(t *testing.T) (uint64, bool) {
 	return cmdlineValue(t, "sysctl.kernel.kmes.buffer_capacity")

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/vm/guest"
 )
 
 // Swaps (KMES.md §4): a write of kernel.kmes.buffer_capacity replaces
@@ -283,10 +285,13 @@ func statJSON(t *testing.T, ctx context.Context) []map[string]uint64 {
 }
 
 // checkStat runs 'kmesctl stat' and 'kmesctl stat --json': every CPU's
-// line must show generation and capacity, and the dropped count of the
-// ring's producer page.
+// line must show generation and capacity, the page size the topology's
+// rings are on (a swap's new rings included), and the dropped count of
+// the ring's producer page.
 func checkStat(t *testing.T, ctx context.Context, generation, capacity uint64) {
 	t.Helper()
+	pageSize := uint64(guest.Current(t).Topology.RingPageSize)
+	pageText := map[uint64]string{guest.HugePageSize: "2MiB", guest.BasePageSize: "4KiB"}[pageSize]
 	want := rings(t)
 	js := statJSON(t, ctx)
 	var stderr bytes.Buffer
@@ -297,18 +302,21 @@ func checkStat(t *testing.T, ctx context.Context, generation, capacity uint64) {
 		t.Fatalf("kmesctl stat: %v; stderr %q", err, stderr.String())
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(js) != len(want) || len(lines) != len(want)+1 || strings.Join(strings.Fields(lines[0]), " ") != "cpu generation capacity write_pos tail_pos in use dropped" {
+	if len(js) != len(want) || len(lines) != len(want)+1 || strings.Join(strings.Fields(lines[0]), " ") != "cpu generation capacity page size write_pos tail_pos in use dropped" {
 		t.Fatalf("kmesctl stat for %d rings:\n%s\n--json: %v", len(want), out, js)
 	}
 	for i, w := range want {
+		if w.pageSize != pageSize {
+			t.Errorf("%v: want page size %d", w, pageSize)
+		}
 		j := js[i]
-		if j["cpu"] != uint64(w.cpu) || j["generation"] != generation || j["capacity"] != capacity || j["dropped"] != w.dropped {
-			t.Errorf("kmesctl stat --json: %v; want cpu %d, generation %d, capacity %d, dropped %d", j, w.cpu, generation, capacity, w.dropped)
+		if j["cpu"] != uint64(w.cpu) || j["generation"] != generation || j["capacity"] != capacity || j["page_size"] != pageSize || j["dropped"] != w.dropped {
+			t.Errorf("kmesctl stat --json: %v; want cpu %d, generation %d, capacity %d, page_size %d, dropped %d", j, w.cpu, generation, capacity, pageSize, w.dropped)
 		}
 		f := strings.Fields(lines[i+1])
-		want := []string{strconv.Itoa(w.cpu), strconv.FormatUint(generation, 10), strconv.FormatUint(capacity, 10)}
-		if len(f) != 7 || f[0] != want[0] || f[1] != want[1] || f[2] != want[2] || f[6] != strconv.FormatUint(w.dropped, 10) {
-			t.Errorf("kmesctl stat line %q; want cpu %s, generation %s, capacity %s, dropped %d", lines[i+1], want[0], want[1], want[2], w.dropped)
+		want := []string{strconv.Itoa(w.cpu), strconv.FormatUint(generation, 10), strconv.FormatUint(capacity, 10), pageText}
+		if len(f) != 8 || !slices.Equal(f[:4], want) || f[7] != strconv.FormatUint(w.dropped, 10) {
+			t.Errorf("kmesctl stat line %q; want cpu %s, generation %s, capacity %s, page size %s, dropped %d", lines[i+1], want[0], want[1], want[2], want[3], w.dropped)
 		}
 	}
 }

@@ -100,14 +100,14 @@ func restoreCapacity(t *testing.T) {
 
 // ringState is what a ring's producer page says.
 type ringState struct {
-	cpu                        int
-	generation, capacity       uint64
-	writePos, tailPos, dropped uint64
+	cpu                            int
+	generation, capacity, pageSize uint64
+	writePos, tailPos, dropped     uint64
 }
 
 func (s ringState) String() string {
-	return fmt.Sprintf("cpu %d: generation %d, capacity %d, write_pos %d, tail_pos %d, dropped %d",
-		s.cpu, s.generation, s.capacity, s.writePos, s.tailPos, s.dropped)
+	return fmt.Sprintf("cpu %d: generation %d, capacity %d, page size %d, write_pos %d, tail_pos %d, dropped %d",
+		s.cpu, s.generation, s.capacity, s.pageSize, s.writePos, s.tailPos, s.dropped)
 }
 
 // rings returns every CPU's ring state; the rings are unmapped again.
@@ -120,7 +120,7 @@ func rings(t testing.TB) []ringState {
 	var st []ringState
 	for _, r := range rs {
 		tail := r.TailPos()
-		st = append(st, ringState{r.CPU(), r.Generation(), r.Capacity(), r.WritePos(), tail, r.Dropped()})
+		st = append(st, ringState{r.CPU(), r.Generation(), r.Capacity(), r.PageSize(), r.WritePos(), tail, r.Dropped()})
 		r.Close()
 	}
 	return st

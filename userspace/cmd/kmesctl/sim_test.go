@@ -190,15 +190,15 @@ func TestStatSimulated(t *testing.T) {
 		t.Fatalf("stat: %v, stderr %q", err, errOut)
 	}
 	want := "" +
-		"  cpu  generation  capacity  write_pos  tail_pos  in use  dropped\n" +
-		"    0           1     65536         64         0      64        0\n" +
-		"    1           1     65536         64         0      64        1\n"
+		"  cpu  generation  capacity  page size  write_pos  tail_pos  in use  dropped\n" +
+		"    0           1     65536       4KiB         64         0      64        0\n" +
+		"    1           1     65536       4KiB         64         0      64        1\n"
 	if out != want {
 		t.Errorf("stat:\n%swant\n%s", out, want)
 	}
 	out, _, err = runArgs(t, "", "stat", "--json")
-	wantJSON := `[{"cpu":0,"generation":1,"capacity":65536,"write_pos":64,"tail_pos":0,"in_use":64,"dropped":0},` +
-		`{"cpu":1,"generation":1,"capacity":65536,"write_pos":64,"tail_pos":0,"in_use":64,"dropped":1}]` + "\n"
+	wantJSON := `[{"cpu":0,"generation":1,"capacity":65536,"page_size":4096,"write_pos":64,"tail_pos":0,"in_use":64,"dropped":0},` +
+		`{"cpu":1,"generation":1,"capacity":65536,"page_size":4096,"write_pos":64,"tail_pos":0,"in_use":64,"dropped":1}]` + "\n"
 	if err != nil || out != wantJSON {
 		t.Errorf("stat --json: %v\n%s\nwant\n%s", err, out, wantJSON)
 	}
@@ -211,10 +211,34 @@ func TestStatSimulated(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, _, err = runArgs(t, "", "stat", "--json")
-	wantJSON = `[{"cpu":0,"generation":2,"capacity":131072,"write_pos":64,"tail_pos":0,"in_use":64,"dropped":7},` +
-		`{"cpu":1,"generation":1,"capacity":65536,"write_pos":64,"tail_pos":0,"in_use":64,"dropped":1}]` + "\n"
+	wantJSON = `[{"cpu":0,"generation":2,"capacity":131072,"page_size":4096,"write_pos":64,"tail_pos":0,"in_use":64,"dropped":7},` +
+		`{"cpu":1,"generation":1,"capacity":65536,"page_size":4096,"write_pos":64,"tail_pos":0,"in_use":64,"dropped":1}]` + "\n"
 	if err != nil || out != wantJSON {
 		t.Errorf("stat --json after a swap: %v\n%s\nwant\n%s", err, out, wantJSON)
+	}
+}
+
+// The page size column shows which ring fell back: each ring's
+// data_page_size, "-" (0 in JSON) where the kernel does not say.
+func TestStatPageSize(t *testing.T) {
+	src := withSimRings(t, 3)
+	src.Producer(0).SetPageSize(2 << 20)
+	src.Producer(2).SetPageSize(0)
+	out, errOut, err := runArgs(t, "", "stat")
+	want := "" +
+		"  cpu  generation  capacity  page size  write_pos  tail_pos  in use  dropped\n" +
+		"    0           1     65536       2MiB          0         0       0        0\n" +
+		"    1           1     65536       4KiB          0         0       0        0\n" +
+		"    2           1     65536          -          0         0       0        0\n"
+	if err != nil || errOut != "" || out != want {
+		t.Errorf("stat: %v, stderr %q\n%swant\n%s", err, errOut, out, want)
+	}
+	out, _, err = runArgs(t, "", "stat", "--json")
+	wantJSON := `[{"cpu":0,"generation":1,"capacity":65536,"page_size":2097152,"write_pos":0,"tail_pos":0,"in_use":0,"dropped":0},` +
+		`{"cpu":1,"generation":1,"capacity":65536,"page_size":4096,"write_pos":0,"tail_pos":0,"in_use":0,"dropped":0},` +
+		`{"cpu":2,"generation":1,"capacity":65536,"page_size":0,"write_pos":0,"tail_pos":0,"in_use":0,"dropped":0}]` + "\n"
+	if err != nil || out != wantJSON {
+		t.Errorf("stat --json: %v\n%s\nwant\n%s", err, out, wantJSON)
 	}
 }
 
@@ -238,7 +262,7 @@ func TestStatOfARingMappedAfterItsSwap(t *testing.T) {
 	}
 	ringSource = lateMapped{src, []*ringsim.Ring{old}}
 	out, _, err := runArgs(t, "", "stat", "--json")
-	want := `[{"cpu":0,"generation":1,"capacity":65536,"write_pos":30,"tail_pos":0,"in_use":30,"dropped":0}]` + "\n"
+	want := `[{"cpu":0,"generation":1,"capacity":65536,"page_size":4096,"write_pos":30,"tail_pos":0,"in_use":30,"dropped":0}]` + "\n"
 	if err != nil || out != want {
 		t.Errorf("stat --json: %v\n%s\nwant\n%s", err, out, want)
 	}
@@ -344,8 +368,8 @@ func TestStatAcrossSwaps(t *testing.T) {
 			t.Fatalf("swap %d: %v (stat kept a ring mapped)", i+1, err)
 		}
 		out, _, err := runArgs(t, "", "stat", "--json")
-		want := fmt.Sprintf(`[{"cpu":0,"generation":%d,"capacity":%d,"write_pos":0,"tail_pos":0,"in_use":0,"dropped":0},`+
-			`{"cpu":1,"generation":%[1]d,"capacity":%[2]d,"write_pos":0,"tail_pos":0,"in_use":0,"dropped":1}]`+"\n", i+2, capacity)
+		want := fmt.Sprintf(`[{"cpu":0,"generation":%d,"capacity":%d,"page_size":4096,"write_pos":0,"tail_pos":0,"in_use":0,"dropped":0},`+
+			`{"cpu":1,"generation":%[1]d,"capacity":%[2]d,"page_size":4096,"write_pos":0,"tail_pos":0,"in_use":0,"dropped":1}]`+"\n", i+2, capacity)
 		if err != nil || out != want {
 			t.Errorf("stat --json after swap %d: %v\n%s\nwant\n%s", i+1, err, out, want)
 		}

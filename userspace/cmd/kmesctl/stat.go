@@ -12,10 +12,17 @@ const statUsage = `Usage: kmesctl stat [--json]
 Show every CPU's ring (kmes_attach, which needs CAP_AUDIT_READ): its
 generation (1 for a CPU's first ring, one more for each ring that
 replaced it when kernel.kmes.buffer_capacity changed; the ring's own,
-even if a swap replaced it as it was mapped), capacity, write and tail
-positions, the bytes in use, and the events the kernel dropped on the
-CPU since boot (too large for the ring, or emitted where they could not
-be written), all as the ring's producer page shows them.
+even if a swap replaced it as it was mapped), capacity, page size, write
+and tail positions, the bytes in use, and the events the kernel dropped
+on the CPU since boot (too large for the ring, or emitted where they
+could not be written), all as the ring's producer page shows them.
+
+The page size is that of the pages the ring's data is on: 2MiB normally,
+4KiB for a ring that fell back to 4 KiB pages (a capacity below 2 MiB,
+no free 2 MiB page on the CPU's node, or kmes.hugepages=0; the kernel
+log says which, in a line "kmes: CPU <n>: ring data on 4 KiB pages:
+<reason>"), "-" for a kernel that does not say. --json gives it in
+bytes, as page_size, 0 when unknown.
 `
 
 // ringStat is one CPU's line of kmesctl stat.
@@ -23,6 +30,7 @@ type ringStat struct {
 	CPU        int    `json:"cpu"`
 	Generation uint64 `json:"generation"`
 	Capacity   uint64 `json:"capacity"`
+	PageSize   uint64 `json:"page_size"` // 0: the kernel does not say
 	WritePos   uint64 `json:"write_pos"`
 	TailPos    uint64 `json:"tail_pos"`
 	InUse      uint64 `json:"in_use"`
@@ -45,7 +53,7 @@ func runStat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	stats := make([]ringStat, len(rings))
 	for i, r := range rings {
 		tail := r.TailPos()
-		stats[i] = statOf(r.CPU(), r.RingGeneration(), r.Capacity(), tail, r.WritePos(), r.Dropped())
+		stats[i] = statOf(r.CPU(), r.RingGeneration(), r.Capacity(), r.PageSize(), tail, r.WritePos(), r.Dropped())
 	}
 	// Unmapped before the output is written, however slow its reader: a
 	// mapping of a replaced ring makes the next capacity change fail with
@@ -67,8 +75,8 @@ func runStat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 // statOf is one ring's line. tail is read before write so that write >=
 // tail; a writer may still have moved both on, so in use is at most the
 // capacity.
-func statOf(cpu int, gen, capacity, tail, write, dropped uint64) ringStat {
-	s := ringStat{CPU: cpu, Generation: gen, Capacity: capacity, WritePos: write, TailPos: tail, Dropped: dropped}
+func statOf(cpu int, gen, capacity, pageSize, tail, write, dropped uint64) ringStat {
+	s := ringStat{CPU: cpu, Generation: gen, Capacity: capacity, PageSize: pageSize, WritePos: write, TailPos: tail, Dropped: dropped}
 	if write > tail {
 		s.InUse = min(write-tail, capacity)
 	}
@@ -77,9 +85,24 @@ func statOf(cpu int, gen, capacity, tail, write, dropped uint64) ringStat {
 
 func writeStatTable(w io.Writer, stats []ringStat) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "cpu\tgeneration\tcapacity\twrite_pos\ttail_pos\tin use\tdropped\t\n")
+	fmt.Fprint(tw, "cpu\tgeneration\tcapacity\tpage size\twrite_pos\ttail_pos\tin use\tdropped\t\n")
 	for _, s := range stats {
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", s.CPU, s.Generation, s.Capacity, s.WritePos, s.TailPos, s.InUse, s.Dropped)
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t\n", s.CPU, s.Generation, s.Capacity, pageSizeText(s.PageSize), s.WritePos, s.TailPos, s.InUse, s.Dropped)
 	}
 	return tw.Flush()
+}
+
+// pageSizeText is the table's page size: one word, in the largest binary
+// unit that divides it, so that a ring on 4KiB pages stands out among
+// 2MiB ones; - when unknown.
+func pageSizeText(n uint64) string {
+	switch {
+	case n == 0:
+		return "-"
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprint(n)
 }

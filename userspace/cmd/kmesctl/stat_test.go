@@ -7,11 +7,11 @@ import (
 
 func TestStatTable(t *testing.T) {
 	stats := []ringStat{
-		statOf(0, 1, 65536, 100, 5000, 3),
-		statOf(1, 2, 65536, 0, 0, 0),
-		statOf(2, 1, 65536, 10, 200000, 18446744073709551615), // moved on while read
+		statOf(0, 1, 4194304, 2097152, 100, 5000, 3),
+		statOf(1, 2, 65536, 4096, 0, 0, 0),                       // fell back
+		statOf(2, 1, 65536, 0, 10, 200000, 18446744073709551615), // an older kernel; moved on while read
 	}
-	if stats[0].InUse != 4900 || stats[0].Dropped != 3 || stats[1].InUse != 0 || stats[2].InUse != 65536 {
+	if stats[0].InUse != 4900 || stats[0].Dropped != 3 || stats[0].PageSize != 2097152 || stats[1].InUse != 0 || stats[2].InUse != 65536 {
 		t.Errorf("statOf: %+v", stats)
 	}
 	var buf bytes.Buffer
@@ -19,10 +19,10 @@ func TestStatTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "" +
-		"  cpu  generation  capacity  write_pos  tail_pos  in use               dropped\n" +
-		"    0           1     65536       5000       100    4900                     3\n" +
-		"    1           2     65536          0         0       0                     0\n" +
-		"    2           1     65536     200000        10   65536  18446744073709551615\n"
+		"  cpu  generation  capacity  page size  write_pos  tail_pos  in use               dropped\n" +
+		"    0           1   4194304       2MiB       5000       100    4900                     3\n" +
+		"    1           2     65536       4KiB          0         0       0                     0\n" +
+		"    2           1     65536          -     200000        10   65536  18446744073709551615\n"
 	if got := buf.String(); got != want {
 		t.Errorf("got\n%swant\n%s", got, want)
 	}

@@ -65,13 +65,15 @@ type Ring struct {
 
 // New creates the ring of cpu with the given capacity and generation:
 // both the generation word and ring_generation, the ring's own, which
-// nothing changes afterwards (SetRingGeneration aside).
+// nothing changes afterwards (SetRingGeneration aside). Its data is on
+// the system's base pages, which data_page_size says (4096 on x86-64).
 func New(cpu int, capacity uint64, generation uint64) (*Ring, error) {
 	return newRing(cpu, capacity, generation, unix.Getpagesize())
 }
 
 // NewHuge is New with the data on 2 MiB hugetlb pages (memfd_create with
-// MFD_HUGETLB), mapped at 2 MiB-aligned addresses: capacity must be a
+// MFD_HUGETLB), mapped at 2 MiB-aligned addresses, and data_page_size
+// 2 MiB; a Swap gives the same kind of ring. capacity must be a
 // multiple of HugePageSize, and the system must have that many huge pages
 // free (/proc/sys/vm/nr_hugepages), or it fails with ENOMEM.
 func NewHuge(cpu int, capacity uint64, generation uint64) (*Ring, error) {
@@ -120,6 +122,7 @@ func newRing(cpu int, capacity uint64, generation uint64, pageSize int) (*Ring, 
 	binary.LittleEndian.PutUint64(w[kmes.MetaCapacityOff:], capacity)
 	binary.LittleEndian.PutUint64(w[kmes.MetaDataOffOff:], kmes.MapDataOff)
 	binary.LittleEndian.PutUint64(w[kmes.MetaRingGenerationOff:], generation)
+	r.SetPageSize(uint32(pageSize))
 	r.gen.Store(generation)
 	return r, nil
 }
@@ -266,6 +269,14 @@ func (r *Ring) RingGeneration() uint64 {
 // ring_generation existed (the word was zero padding).
 func (r *Ring) SetRingGeneration(g uint64) {
 	binary.LittleEndian.PutUint64(r.w[kmes.MetaRingGenerationOff:], g)
+}
+
+// SetPageSize stores n as data_page_size, before any reader maps the
+// ring; New and NewHuge store the size of the data's pages. 0 lays the
+// producer page out as a kernel did before data_page_size existed, 4096
+// on a NewHuge ring as a kernel that fell back to 4 KiB pages.
+func (r *Ring) SetPageSize(n uint32) {
+	binary.LittleEndian.PutUint32(r.w[kmes.MetaDataPageSizeOff:], n)
 }
 
 // Dropped returns the dropped count of the producer page: the events

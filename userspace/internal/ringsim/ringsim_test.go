@@ -38,6 +38,9 @@ func TestNewHuge(t *testing.T) {
 	}
 	defer rd.Close()
 
+	if ps := rd.PageSize(); ps != HugePageSize {
+		t.Errorf("data_page_size %d, want %d", ps, HugePageSize)
+	}
 	m, err := r.Mapping()
 	if err != nil {
 		t.Fatal(err)
@@ -109,4 +112,42 @@ func kernelPageKB(t *testing.T, addr uintptr) int {
 	}
 	t.Fatalf("no mapping of %#x in /proc/self/smaps", addr)
 	return 0
+}
+
+// A New ring's producer page says its data is on 4 KiB pages, and so does
+// the ring a swap puts in its place; SetPageSize stores another value.
+func TestPageSize(t *testing.T) {
+	r, err := New(0, kmes.CapacityMin, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	n, err := r.Swap(2 * kmes.CapacityMin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	for _, c := range []struct {
+		name string
+		r    *Ring
+		set  bool
+		want uint64
+	}{
+		{"new", r, false, 4096},
+		{"swapped in", n, false, 4096},
+		{"set to 0", n, true, 0},
+		{"set to 2 MiB", n, true, HugePageSize},
+	} {
+		if c.set {
+			c.r.SetPageSize(uint32(c.want))
+		}
+		rd, err := c.r.Reader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps := rd.PageSize(); ps != c.want {
+			t.Errorf("%s: data_page_size %d, want %d", c.name, ps, c.want)
+		}
+		rd.Close()
+	}
 }
