@@ -20,9 +20,10 @@ type Topology struct {
 	CPUs        int
 	Nodes       int // NUMA nodes; 1 means no NUMA description at all
 	MemoryMiB   int // split evenly over the nodes
-	// HugePages is the number of 2 MiB hugepages reserved on the kernel
-	// command line. NoHuge also turns transparent hugepages off, so the
-	// guest has no 2 MiB pages at all.
+	// HugePages is the number of 2 MiB hugetlb pages reserved on the
+	// kernel command line. NoHuge reserves none and turns transparent
+	// hugepages off; order-9 pages of the buddy allocator remain (KMES
+	// rings leave them only with kmes.hugepages=0).
 	HugePages int
 	NoHuge    bool
 	// Cmdline is what else the preset puts on the kernel command line,

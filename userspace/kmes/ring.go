@@ -194,7 +194,10 @@ func (r *Ring) Capacity() uint64 { return r.capacity }
 // (data_page_size): 2 MiB (2097152) on 2 MiB pages, 4096 when the kernel
 // fell back to 4 KiB pages (the kernel log names the CPU and the reason),
 // 0 when the kernel is older than the field: unknown. It is the ring's
-// own and never changes, Close included.
+// own and never changes, Close included. It is the size of the kernel's
+// pages, not of this process's mapping of them: the mapping uses 4 KiB
+// entries where transparent hugepages are off for it, or where it was
+// placed with the data off a 2 MiB boundary (MAP_FIXED, mremap).
 func (r *Ring) PageSize() uint64 { return r.pageSize }
 
 // Generation returns the generation word as the producer shows it now, 0

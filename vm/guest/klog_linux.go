@@ -1,8 +1,9 @@
 package guest
 
 import (
-	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // KernelLog returns the kernel log buffer, as dmesg prints it (with each
@@ -10,13 +11,12 @@ import (
 // than the buffer holds.
 func KernelLog(t testing.TB) string {
 	t.Helper()
-	const sizeBuffer, readAll = 10, 3 // SYSLOG_ACTION_SIZE_BUFFER, SYSLOG_ACTION_READ_ALL
-	size, err := syscall.Klogctl(sizeBuffer, nil)
+	size, err := unix.Klogctl(unix.SYSLOG_ACTION_SIZE_BUFFER, nil)
 	if err != nil {
 		t.Fatalf("syslog(SYSLOG_ACTION_SIZE_BUFFER): %v", err)
 	}
 	buf := make([]byte, size)
-	n, err := syscall.Klogctl(readAll, buf)
+	n, err := unix.Klogctl(unix.SYSLOG_ACTION_READ_ALL, buf)
 	if err != nil {
 		t.Fatalf("syslog(SYSLOG_ACTION_READ_ALL): %v", err)
 	}

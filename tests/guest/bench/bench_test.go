@@ -421,12 +421,7 @@ func fillCPU(t *testing.T, cpu int, ev event, n int) {
 
 // kernelLogLine returns the last kernel log line that contains s.
 func kernelLogLine(t *testing.T, s string) string {
-	buf := make([]byte, 1<<20)
-	n, err := unix.Klogctl(unix.SYSLOG_ACTION_READ_ALL, buf)
-	if err != nil {
-		t.Fatalf("syslog(SYSLOG_ACTION_READ_ALL): %v", err)
-	}
-	lines := strings.Split(string(buf[:n]), "\n")
+	lines := strings.Split(guest.KernelLog(t), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
 		if strings.Contains(lines[i], s) {
 			return lines[i]

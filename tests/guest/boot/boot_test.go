@@ -66,6 +66,11 @@ func TestNUMANodes(t *testing.T) {
 func TestHugePages(t *testing.T) {
 	want := guest.Current(t).Topology
 	meminfo := guest.ReadMeminfo(t)
+	for _, k := range []string{"HugePages_Total", "HugePages_Free", "Hugepagesize"} {
+		if _, ok := meminfo[k]; !ok {
+			t.Fatalf("/proc/meminfo has no %s (CONFIG_HUGETLB_PAGE?)", k)
+		}
+	}
 	if got := meminfo["HugePages_Total"]; got != want.HugePages {
 		t.Errorf("HugePages_Total %d, topology %s reserves %d", got, want.Name, want.HugePages)
 	}

@@ -131,10 +131,15 @@ func TestRingDataPages(t *testing.T) {
 		defer unix.Munmap(m)
 		r, err := kmes.NewRing(m)
 		if err != nil {
-			t.Fatalf("cpu %d: %v", cpu, err)
+			t.Fatalf("open the ring of cpu %d: %v", cpu, err)
 		}
 		capacity, pageSize := r.Capacity(), r.PageSize()
-		huge := pageSize == guest.HugePageSize
+		if r.CPU() != cpu {
+			t.Fatalf("descriptor %d maps the ring of cpu %d", cpu, r.CPU())
+		}
+		// What the topology wants, not what the ring says: the page
+		// tables must agree with it.
+		huge := topo.RingPageSize == guest.HugePageSize && capacity >= guest.HugePageSize
 		t.Logf("cpu %d (node %d): %d bytes on %d-byte pages", cpu, node, capacity, pageSize)
 		if pageSize != guest.HugePageSize && pageSize != guest.BasePageSize {
 			t.Errorf("cpu %d: data_page_size %d", cpu, pageSize)
@@ -261,11 +266,11 @@ type zoneSpan struct {
 // kernel has no CONFIG_MEMORY_HOTPLUG, so no memory blocks in sysfs.)
 func zoneSpans(t *testing.T) []zoneSpan {
 	t.Helper()
-	f := open(t, "/proc/zoneinfo")
+	zoneinfo := open(t, "/proc/zoneinfo")
 	var spans []zoneSpan
 	var cur zoneSpan
 	var spanned uint64
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(zoneinfo)
 	for sc.Scan() {
 		line := sc.Text()
 		f := strings.Fields(line)
@@ -277,7 +282,11 @@ func zoneSpans(t *testing.T) []zoneSpan {
 			}
 			cur, spanned = zoneSpan{node: n}, 0
 		case len(f) == 2 && f[0] == "spanned":
-			spanned, _ = strconv.ParseUint(f[1], 10, 64)
+			n, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				t.Fatalf("/proc/zoneinfo: %q", line)
+			}
+			spanned = n
 		case len(f) == 2 && f[0] == "start_pfn:" && spanned > 0:
 			start, err := strconv.ParseUint(f[1], 10, 64)
 			if err != nil {

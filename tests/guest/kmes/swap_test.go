@@ -302,7 +302,7 @@ func checkStat(t *testing.T, ctx context.Context, generation, capacity uint64) {
 		t.Fatalf("kmesctl stat: %v; stderr %q", err, stderr.String())
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(js) != len(want) || len(lines) != len(want)+1 || strings.Join(strings.Fields(lines[0]), " ") != "cpu generation capacity page size write_pos tail_pos in use dropped" {
+	if len(js) != len(want) || len(lines) != len(want)+1 || strings.Join(strings.Fields(lines[0]), " ") != "cpu generation capacity write_pos tail_pos in use dropped page size" {
 		t.Fatalf("kmesctl stat for %d rings:\n%s\n--json: %v", len(want), out, js)
 	}
 	for i, w := range want {
@@ -314,9 +314,9 @@ func checkStat(t *testing.T, ctx context.Context, generation, capacity uint64) {
 			t.Errorf("kmesctl stat --json: %v; want cpu %d, generation %d, capacity %d, page_size %d, dropped %d", j, w.cpu, generation, capacity, pageSize, w.dropped)
 		}
 		f := strings.Fields(lines[i+1])
-		want := []string{strconv.Itoa(w.cpu), strconv.FormatUint(generation, 10), strconv.FormatUint(capacity, 10), pageText}
-		if len(f) != 8 || !slices.Equal(f[:4], want) || f[7] != strconv.FormatUint(w.dropped, 10) {
-			t.Errorf("kmesctl stat line %q; want cpu %s, generation %s, capacity %s, page size %s, dropped %d", lines[i+1], want[0], want[1], want[2], want[3], w.dropped)
+		want := []string{strconv.Itoa(w.cpu), strconv.FormatUint(generation, 10), strconv.FormatUint(capacity, 10)}
+		if len(f) != 8 || !slices.Equal(f[:3], want) || f[6] != strconv.FormatUint(w.dropped, 10) || f[7] != pageText {
+			t.Errorf("kmesctl stat line %q; want cpu %s, generation %s, capacity %s, dropped %d, page size %s", lines[i+1], want[0], want[1], want[2], w.dropped, pageText)
 		}
 	}
 }

@@ -190,9 +190,9 @@ func TestStatSimulated(t *testing.T) {
 		t.Fatalf("stat: %v, stderr %q", err, errOut)
 	}
 	want := "" +
-		"  cpu  generation  capacity  page size  write_pos  tail_pos  in use  dropped\n" +
-		"    0           1     65536       4KiB         64         0      64        0\n" +
-		"    1           1     65536       4KiB         64         0      64        1\n"
+		"  cpu  generation  capacity  write_pos  tail_pos  in use  dropped  page size\n" +
+		"    0           1     65536         64         0      64        0       4KiB\n" +
+		"    1           1     65536         64         0      64        1       4KiB\n"
 	if out != want {
 		t.Errorf("stat:\n%swant\n%s", out, want)
 	}
@@ -226,10 +226,10 @@ func TestStatPageSize(t *testing.T) {
 	src.Producer(2).SetPageSize(0)
 	out, errOut, err := runArgs(t, "", "stat")
 	want := "" +
-		"  cpu  generation  capacity  page size  write_pos  tail_pos  in use  dropped\n" +
-		"    0           1     65536       2MiB          0         0       0        0\n" +
-		"    1           1     65536       4KiB          0         0       0        0\n" +
-		"    2           1     65536          -          0         0       0        0\n"
+		"  cpu  generation  capacity  write_pos  tail_pos  in use  dropped  page size\n" +
+		"    0           1     65536          0         0       0        0       2MiB\n" +
+		"    1           1     65536          0         0       0        0       4KiB\n" +
+		"    2           1     65536          0         0       0        0          -\n"
 	if err != nil || errOut != "" || out != want {
 		t.Errorf("stat: %v, stderr %q\n%swant\n%s", err, errOut, out, want)
 	}

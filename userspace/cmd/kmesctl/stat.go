@@ -12,10 +12,10 @@ const statUsage = `Usage: kmesctl stat [--json]
 Show every CPU's ring (kmes_attach, which needs CAP_AUDIT_READ): its
 generation (1 for a CPU's first ring, one more for each ring that
 replaced it when kernel.kmes.buffer_capacity changed; the ring's own,
-even if a swap replaced it as it was mapped), capacity, page size, write
-and tail positions, the bytes in use, and the events the kernel dropped
-on the CPU since boot (too large for the ring, or emitted where they
-could not be written), all as the ring's producer page shows them.
+even if a swap replaced it as it was mapped), capacity, write and tail
+positions, the bytes in use, the events the kernel dropped on the CPU
+since boot (too large for the ring, or emitted where they could not be
+written) and the page size, all as the ring's producer page shows them.
 
 The page size is that of the pages the ring's data is on: 2MiB normally,
 4KiB for a ring that fell back to 4 KiB pages (a capacity below 2 MiB,
@@ -85,9 +85,11 @@ func statOf(cpu int, gen, capacity, pageSize, tail, write, dropped uint64) ringS
 
 func writeStatTable(w io.Writer, stats []ringStat) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "cpu\tgeneration\tcapacity\tpage size\twrite_pos\ttail_pos\tin use\tdropped\t\n")
+	// page size last: a script that reads the columns before it by
+	// position still finds them where they were.
+	fmt.Fprint(tw, "cpu\tgeneration\tcapacity\twrite_pos\ttail_pos\tin use\tdropped\tpage size\t\n")
 	for _, s := range stats {
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t\n", s.CPU, s.Generation, s.Capacity, pageSizeText(s.PageSize), s.WritePos, s.TailPos, s.InUse, s.Dropped)
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", s.CPU, s.Generation, s.Capacity, s.WritePos, s.TailPos, s.InUse, s.Dropped, pageSizeText(s.PageSize))
 	}
 	return tw.Flush()
 }

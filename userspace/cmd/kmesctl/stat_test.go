@@ -19,10 +19,10 @@ func TestStatTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "" +
-		"  cpu  generation  capacity  page size  write_pos  tail_pos  in use               dropped\n" +
-		"    0           1   4194304       2MiB       5000       100    4900                     3\n" +
-		"    1           2     65536       4KiB          0         0       0                     0\n" +
-		"    2           1     65536          -     200000        10   65536  18446744073709551615\n"
+		"  cpu  generation  capacity  write_pos  tail_pos  in use               dropped  page size\n" +
+		"    0           1   4194304       5000       100    4900                     3       2MiB\n" +
+		"    1           2     65536          0         0       0                     0       4KiB\n" +
+		"    2           1     65536     200000        10   65536  18446744073709551615          -\n"
 	if got := buf.String(); got != want {
 		t.Errorf("got\n%swant\n%s", got, want)
 	}
