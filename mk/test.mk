@@ -26,6 +26,23 @@ unit: deps
 	@go tool staticcheck ./...
 	@go test -race -count=1 -v $(HOST_PKGS) 2>&1 | tee $(LOGS)/unit.log | grep -E '^(ok|FAIL|--- FAIL)' \
 		|| { grep -B2 -A20 -- '--- FAIL' $(LOGS)/unit.log | head -n 80; exit 1; }
+	@$(MAKE) --no-print-directory fuzz-validator FUZZTIME=$(UNIT_FUZZTIME)
+
+# The kernel's C validator (under ASan and UBSan) against the Go one, on
+# what Go's fuzzer derives from the seeds (userspace/kmes/cvalidate_test.go):
+# a minute in make test, FUZZTIME (default 10m) here. A disagreement or a
+# sanitizer report fails it, and go test saves the input under
+# userspace/kmes/testdata/fuzz/FuzzCValidator/, where it stays a seed.
+UNIT_FUZZTIME = 60s
+FUZZTIME ?= 10m
+.PHONY: fuzz-validator
+fuzz-validator: deps
+	@mkdir -p $(LOGS)
+	@echo "fuzz-validator: C against Go validator for $(FUZZTIME) (log: build/logs/fuzz-validator.log)"
+	@go test -run '^$$' -fuzz '^FuzzCValidator$$' -fuzztime $(FUZZTIME) ./userspace/kmes/ \
+		> $(LOGS)/fuzz-validator.log 2>&1 \
+		|| { tail -n 40 $(LOGS)/fuzz-validator.log; exit 1; }
+	@grep -E '^fuzz: elapsed' $(LOGS)/fuzz-validator.log | tail -n 1
 
 # The series must also build with CONFIG_KMES=n (build only, never booted):
 # the debug config with KMES off (kernel-config/nokmes.config), so that a

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -23,7 +24,7 @@ const validatorFiles = "kernel/kmes/validate.*"
 
 // validatorSources returns a directory holding validate.c and validate.h
 // as the patch series adds them.
-func validatorSources(t *testing.T) string {
+func validatorSources(t testing.TB) string {
 	t.Helper()
 	dir := fromSeries(t, validatorFiles, "kernel/kmes/validate.c", "kernel/kmes/validate.h")
 	return filepath.Join(dir, "kernel", "kmes")
@@ -31,54 +32,37 @@ func validatorSources(t *testing.T) string {
 
 // The driver reads records from stdin (u8 kind: 0 msgpack, 1 UTF-8; u32
 // max_depth; u32 len; len bytes; integers little-endian) and writes one
-// byte per record, 1 if valid. Each input is copied into a heap block of
-// exactly its length, so that ASan sees any read past it; an empty one is
-// passed as NULL.
+// byte per record, 1 if valid; with -i it flushes it at once, for a caller
+// that waits for each verdict (FuzzCValidator). Each input is copied into a
+// heap block of exactly its length, so that ASan sees any read past it; an
+// empty one is passed as NULL.
 const cDriver = `#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "validate.h"
-
-static unsigned char *in;
-static size_t in_len, in_off;
-
-static int take(void *dst, size_t n)
-{
-	if (in_len - in_off < n)
-		return 0;
-	memcpy(dst, in + in_off, n);
-	in_off += n;
-	return 1;
-}
 
 static u32 le32(const unsigned char *b)
 {
 	return b[0] | b[1] << 8 | b[2] << 16 | (u32)b[3] << 24;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	static struct kmes_msgpack_stack stack;
-	size_t cap = 1 << 20;
+	int each = argc > 1 && !strcmp(argv[1], "-i");
 	unsigned char hdr[9];
 	size_t n;
 
-	in = malloc(cap);
-	while (in && (n = fread(in + in_len, 1, cap - in_len, stdin)) > 0) {
-		in_len += n;
-		if (in_len == cap)
-			in = realloc(in, cap *= 2);
-	}
-	if (!in)
-		return 2;
-	while (take(hdr, sizeof(hdr))) {
+	while ((n = fread(hdr, 1, sizeof(hdr), stdin)) == sizeof(hdr)) {
 		u32 depth = le32(hdr + 1), len = le32(hdr + 5);
 		unsigned char *buf = NULL;
 		int ok;
 
 		if (len) {
 			buf = malloc(len);
-			if (!buf || !take(buf, len))
+			if (!buf)
+				return 2;
+			if (fread(buf, 1, len, stdin) != len)
 				return 3;
 		}
 		memset(&stack, 0xa5, sizeof(stack));
@@ -88,8 +72,10 @@ int main(void)
 			ok = kmes_utf8_valid(buf, len);
 		free(buf);
 		putchar(ok ? 1 : 0);
+		if (each && fflush(stdout))
+			return 5;
 	}
-	if (in_off != in_len)
+	if (n != 0)
 		return 4;
 	return fflush(stdout) ? 5 : 0;
 }
@@ -123,7 +109,7 @@ func (in cInput) String() string {
 	return fmt.Sprintf("msgpack, max_depth %d, %d bytes: % x%s", in.maxDepth, len(in.b), b, more)
 }
 
-func buildCDriver(t *testing.T) string {
+func buildCDriver(t testing.TB) string {
 	t.Helper()
 	gcc, err := exec.LookPath("gcc")
 	if err != nil {
@@ -154,19 +140,24 @@ func buildCDriver(t *testing.T) string {
 	return bin
 }
 
+// record appends in as the driver reads it.
+func (in cInput) record(b []byte) []byte {
+	kind := byte(0)
+	if in.utf8 {
+		kind = 1
+	}
+	b = append(b, kind)
+	b = binary.LittleEndian.AppendUint32(b, in.maxDepth)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(in.b)))
+	return append(b, in.b...)
+}
+
 // runC returns the C validator's verdicts on ins.
 func runC(t *testing.T, bin string, ins []cInput) []bool {
 	t.Helper()
 	var stdin bytes.Buffer
 	for _, in := range ins {
-		kind := byte(0)
-		if in.utf8 {
-			kind = 1
-		}
-		stdin.WriteByte(kind)
-		stdin.Write(binary.LittleEndian.AppendUint32(nil, in.maxDepth))
-		stdin.Write(binary.LittleEndian.AppendUint32(nil, uint32(len(in.b))))
-		stdin.Write(in.b)
+		stdin.Write(in.record(nil))
 	}
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(bin)
@@ -404,9 +395,75 @@ func randomInputs(count int) []cInput {
 	return ins
 }
 
+// edgeInputs is what random inputs rarely reach: payloads up to 4 MiB
+// (runs of small values, maps of short keys, one large bin), containers
+// claiming more values than bytes follow, nesting at and past the depth
+// limit, and a generated value cut at every offset.
+func edgeInputs() (ins []cInput) {
+	r := rand.New(rand.NewPCG(0x65646765, 0x73697a65)) // fixed seed
+	small := []byte{0x00, 0x01, 0x7f, 0xe0, 0xff, 0xc0, 0xc2, 0xc3}
+	arr32 := func(n int, elem func(i int) []byte) []byte {
+		b := binary.BigEndian.AppendUint32([]byte{0xdd}, uint32(n))
+		for i := range n {
+			b = append(b, elem(i)...)
+		}
+		return b
+	}
+	smallInt := func(i int) []byte { return []byte{small[i%len(small)]} }
+	shortMap := func(i int) []byte {
+		k := 5 + i%16
+		b := []byte{0x80 | byte(k)}
+		for j := range k {
+			b = append(b, 0xa3, 'k', byte('a'+j), byte('0'+i%10), byte(j), 0xcc, byte(i))
+		}
+		return b
+	}
+	// Payloads from 0 B to 4 MiB; each also cut by one byte and followed
+	// by one.
+	add := func(d uint32, b []byte) {
+		ins = append(ins, cInput{false, d, b}, cInput{false, d, b[:max(0, len(b)-1)]},
+			cInput{false, d, append(bytes.Clone(b), 0x00)})
+	}
+	for _, n := range []int{0, 1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000, 1 << 16, 1 << 20, 4<<20 - 5} {
+		add(32, arr32(n, smallInt))
+	}
+	for _, n := range []int{1, 20, 1000, 20000} {
+		add(32, arr32(n, shortMap))
+	}
+	add(32, binary.BigEndian.AppendUint32([]byte{0xc6}, 4<<20-5))
+	ins[len(ins)-3].b = append(ins[len(ins)-3].b, make([]byte, 4<<20-5)...)
+	ins[len(ins)-2].b = bytes.Clone(ins[len(ins)-3].b[:4<<20-1])
+	ins[len(ins)-1].b = append(bytes.Clone(ins[len(ins)-3].b), 0)
+	// Counts far beyond the bytes that follow.
+	for _, b := range [][]byte{
+		{0xdd, 0xff, 0xff, 0xff, 0xff, 0x01}, {0xdf, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02},
+		{0xdc, 0xff, 0xff}, {0xde, 0x80, 0x00, 0x01}, {0x9f}, {0x8f, 0x01},
+		{0xdb, 0xff, 0xff, 0xff, 0xff, 'a'}, {0xc9, 0xff, 0xff, 0xff, 0xff, 0x01},
+	} {
+		ins = append(ins, cInput{false, 32, b})
+	}
+	// Nesting at and past the limit, in arrays and maps.
+	for _, levels := range []int{255, 256, 257, 1000} {
+		arr := append(bytes.Repeat([]byte{0x91}, levels), 0x01)
+		mp := append(bytes.Repeat([]byte{0x81, 0xc0}, levels), 0x01)
+		for _, d := range []uint32{255, 256, 257, math.MaxUint32} {
+			ins = append(ins, cInput{false, d, arr}, cInput{false, d, mp})
+		}
+	}
+	// A generated value of a few KiB, cut at every offset.
+	v := []byte{0xdc, 0, 200}
+	for range 200 {
+		v = genValue(r, v, 7)
+	}
+	for k := range len(v) + 1 {
+		ins = append(ins, cInput{false, 8, v[:k]})
+	}
+	return ins
+}
+
 func TestCValidatorAgrees(t *testing.T) {
 	bin := buildCDriver(t)
-	ins := append(tableInputs(), randomInputs(200000)...)
+	ins := append(append(tableInputs(), edgeInputs()...), randomInputs(200000)...)
 	c := runC(t, bin, ins)
 	var valid, fails int
 	for i, in := range ins {
@@ -425,4 +482,74 @@ func TestCValidatorAgrees(t *testing.T) {
 		t.Fatalf("%d of %d inputs disagree", fails, len(ins))
 	}
 	t.Logf("C and Go agree on %d inputs (%d valid)", len(ins), valid)
+}
+
+// cDriver is the C validator running with -i: one verdict per record, for
+// the fuzzer, which checks one input at a time.
+type cDriverProc struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout io.Reader
+	stderr bytes.Buffer
+}
+
+func startCDriver(t testing.TB) *cDriverProc {
+	t.Helper()
+	d := &cDriverProc{cmd: exec.Command(buildCDriver(t), "-i")}
+	var err error
+	if d.stdin, err = d.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if d.stdout, err = d.cmd.StdoutPipe(); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Stderr = &d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("start the C validator: %v", err)
+	}
+	t.Cleanup(func() {
+		d.stdin.Close()
+		d.cmd.Wait()
+	})
+	return d
+}
+
+// verdict is the C validator's verdict on in; a driver that dies (an ASan
+// or UBSan report) fails t with what it printed.
+func (d *cDriverProc) verdict(t *testing.T, in cInput) bool {
+	t.Helper()
+	var v [1]byte
+	if _, err := d.stdin.Write(in.record(nil)); err == nil {
+		_, err = io.ReadFull(d.stdout, v[:])
+		if err == nil {
+			return v[0] == 1
+		}
+	}
+	d.cmd.Wait()
+	t.Fatalf("C validator on %s: %v\n%s", in, d.cmd.ProcessState, d.stderr.Bytes())
+	return false
+}
+
+// FuzzCValidator: the kernel's C validator (under ASan and UBSan) and the Go
+// one agree on what Go's fuzzer makes of the table cases and generated
+// values. go test runs the seeds; make test fuzzes for a minute ('make
+// fuzz-validator' for longer, FUZZTIME=10m by default).
+func FuzzCValidator(f *testing.F) {
+	for _, c := range payloadCases() {
+		f.Add(false, uint32(max(0, min(c.maxDepth, math.MaxUint32))), c.in)
+	}
+	for _, c := range allUTF8Cases() {
+		f.Add(true, uint32(0), hx(c.hex))
+	}
+	r := rand.New(rand.NewPCG(0x66757a7a, 0x73656564)) // fixed seed
+	for range 32 {
+		f.Add(false, depthLimitsC[r.IntN(len(depthLimitsC))], genValue(r, nil, 6))
+	}
+	d := startCDriver(f)
+	f.Fuzz(func(t *testing.T, isUTF8 bool, maxDepth uint32, b []byte) {
+		in := cInput{isUTF8, maxDepth, b}
+		if c, g := d.verdict(t, in), in.goVerdict(); c != g {
+			t.Fatalf("%s: C says valid=%v, Go says valid=%v", in, c, g)
+		}
+	})
 }

@@ -12,7 +12,7 @@ import (
 // match the git pathspec glob include (git apply --include of every patch
 // in patches/series, in order) in a temporary directory and returns it.
 // It fails the test if any of want (paths relative to the tree) is missing.
-func fromSeries(t *testing.T, include string, want ...string) string {
+func fromSeries(t testing.TB, include string, want ...string) string {
 	t.Helper()
 	top := filepath.Join("..", "..")
 	series, err := os.ReadFile(filepath.Join(top, "patches", "series"))
