@@ -30,7 +30,8 @@ func validatorSources(t testing.TB) string {
 	return filepath.Join(dir, "kernel", "kmes")
 }
 
-// The driver reads records from stdin (u8 kind: 0 msgpack, 1 UTF-8; u32
+// The driver reads records from stdin (u8 kind: 0 msgpack with the scalar
+// walk, 2 with SSE2 runs, 3 with AVX2 runs, 1 UTF-8; u32
 // max_depth; u32 len; len bytes; integers little-endian) and writes one
 // byte per record, 1 if valid; with -i it flushes it at once, for a caller
 // that waits for each verdict (FuzzCValidator). Each input is copied into a
@@ -66,10 +67,17 @@ int main(int argc, char **argv)
 				return 3;
 		}
 		memset(&stack, 0xa5, sizeof(stack));
-		if (hdr[0] == 0)
-			ok = kmes_msgpack_valid(buf, len, depth, &stack);
-		else
+		if (hdr[0] == 1) {
 			ok = kmes_utf8_valid(buf, len);
+		} else if (hdr[0] == 0) {
+			ok = kmes_msgpack_valid(buf, len, depth, &stack);
+		} else {
+			if (hdr[0] == 3 && !__builtin_cpu_supports("avx2"))
+				return 6;
+			ok = kmes_msgpack_valid_with(buf, len, depth, &stack,
+						     hdr[0] == 3 ? KMES_MP_AVX2 :
+								  KMES_MP_SSE2);
+		}
 		free(buf);
 		putchar(ok ? 1 : 0);
 		if (each && fflush(stdout))
@@ -86,6 +94,34 @@ type cInput struct {
 	utf8     bool
 	maxDepth uint32
 	b        []byte
+	impl     mpImpl // the msgpack walk
+}
+
+// mpImpl is enum kmes_mp_impl: how the C walk takes runs of one-byte values.
+type mpImpl int
+
+const (
+	mpScalar mpImpl = iota
+	mpSSE2
+	mpAVX2
+)
+
+var mpImplNames = []string{"scalar", "SSE2", "AVX2"}
+
+// everyImpl is ins with each msgpack input once per walk.
+func everyImpl(ins []cInput) []cInput {
+	out := make([]cInput, 0, 3*len(ins))
+	for _, in := range ins {
+		if in.utf8 {
+			out = append(out, in)
+			continue
+		}
+		for impl := range mpImplNames {
+			in.impl = mpImpl(impl)
+			out = append(out, in)
+		}
+	}
+	return out
 }
 
 // goVerdict is what the Go validators say about in.
@@ -106,7 +142,7 @@ func (in cInput) String() string {
 	if in.utf8 {
 		return fmt.Sprintf("utf8, %d bytes: % x%s", len(in.b), b, more)
 	}
-	return fmt.Sprintf("msgpack, max_depth %d, %d bytes: % x%s", in.maxDepth, len(in.b), b, more)
+	return fmt.Sprintf("msgpack (%s walk), max_depth %d, %d bytes: % x%s", mpImplNames[in.impl], in.maxDepth, len(in.b), b, more)
 }
 
 func buildCDriver(t testing.TB) string {
@@ -142,7 +178,7 @@ func buildCDriver(t testing.TB) string {
 
 // record appends in as the driver reads it.
 func (in cInput) record(b []byte) []byte {
-	kind := byte(0)
+	kind := map[mpImpl]byte{mpScalar: 0, mpSSE2: 2, mpAVX2: 3}[in.impl]
 	if in.utf8 {
 		kind = 1
 	}
@@ -183,22 +219,22 @@ var depthLimitsC = []uint32{0, 1, 2, 3, 4, 5, 32, 255, 256, 257, 1000, math.MaxU
 func tableInputs() (ins []cInput) {
 	for _, c := range payloadCases() {
 		d := uint32(max(0, min(c.maxDepth, math.MaxUint32)))
-		ins = append(ins, cInput{false, d, c.in})
+		ins = append(ins, cInput{utf8: false, maxDepth: d, b: c.in})
 		if !c.valid {
 			continue
 		}
 		if len(c.in) <= 300 {
 			for k := range len(c.in) {
-				ins = append(ins, cInput{false, d, c.in[:k]})
+				ins = append(ins, cInput{utf8: false, maxDepth: d, b: c.in[:k]})
 			}
 		}
-		ins = append(ins, cInput{false, d, append(bytes.Clone(c.in), 0xc0)})
+		ins = append(ins, cInput{utf8: false, maxDepth: d, b: append(bytes.Clone(c.in), 0xc0)})
 	}
 	for _, c := range allUTF8Cases() {
 		b := hx(c.hex)
-		ins = append(ins, cInput{true, 0, b})
+		ins = append(ins, cInput{utf8: true, maxDepth: 0, b: b})
 		for k := range len(b) {
-			ins = append(ins, cInput{true, 0, b[:k]})
+			ins = append(ins, cInput{utf8: true, maxDepth: 0, b: b[:k]})
 		}
 	}
 	return ins
@@ -379,17 +415,17 @@ func randomInputs(count int) []cInput {
 			if r.IntN(4) > 0 {
 				b = mutate(r, b)
 			}
-			ins = append(ins, cInput{false, d, b})
+			ins = append(ins, cInput{utf8: false, maxDepth: d, b: b})
 		case 2, 3, 4: // a table value mutated
-			ins = append(ins, cInput{false, d, mutate(r, valid[r.IntN(len(valid))])})
+			ins = append(ins, cInput{utf8: false, maxDepth: d, b: mutate(r, valid[r.IntN(len(valid))])})
 		case 5: // random bytes
 			b := make([]byte, r.IntN(24))
 			for i := range b {
 				b[i] = byte(r.Uint32())
 			}
-			ins = append(ins, cInput{false, d, b})
+			ins = append(ins, cInput{utf8: false, maxDepth: d, b: b})
 		default:
-			ins = append(ins, cInput{true, 0, randomUTF8(r)})
+			ins = append(ins, cInput{utf8: true, maxDepth: 0, b: randomUTF8(r)})
 		}
 	}
 	return ins
@@ -412,7 +448,10 @@ func edgeInputs() (ins []cInput) {
 	smallInt := func(i int) []byte { return []byte{small[i%len(small)]} }
 	shortMap := func(i int) []byte {
 		k := 5 + i%16
-		b := []byte{0x80 | byte(k)}
+		b := []byte{0x80 | byte(k)} // fixmap up to 15, map 16 above
+		if k > 15 {
+			b = []byte{0xde, 0, byte(k)}
+		}
 		for j := range k {
 			b = append(b, 0xa3, 'k', byte('a'+j), byte('0'+i%10), byte(j), 0xcc, byte(i))
 		}
@@ -421,8 +460,8 @@ func edgeInputs() (ins []cInput) {
 	// Payloads from 0 B to 4 MiB; each also cut by one byte and followed
 	// by one.
 	add := func(d uint32, b []byte) {
-		ins = append(ins, cInput{false, d, b}, cInput{false, d, b[:max(0, len(b)-1)]},
-			cInput{false, d, append(bytes.Clone(b), 0x00)})
+		ins = append(ins, cInput{utf8: false, maxDepth: d, b: b}, cInput{utf8: false, maxDepth: d, b: b[:max(0, len(b)-1)]},
+			cInput{utf8: false, maxDepth: d, b: append(bytes.Clone(b), 0x00)})
 	}
 	for _, n := range []int{0, 1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000, 1 << 16, 1 << 20, 4<<20 - 5} {
 		add(32, arr32(n, smallInt))
@@ -440,14 +479,14 @@ func edgeInputs() (ins []cInput) {
 		{0xdc, 0xff, 0xff}, {0xde, 0x80, 0x00, 0x01}, {0x9f}, {0x8f, 0x01},
 		{0xdb, 0xff, 0xff, 0xff, 0xff, 'a'}, {0xc9, 0xff, 0xff, 0xff, 0xff, 0x01},
 	} {
-		ins = append(ins, cInput{false, 32, b})
+		ins = append(ins, cInput{utf8: false, maxDepth: 32, b: b})
 	}
 	// Nesting at and past the limit, in arrays and maps.
 	for _, levels := range []int{255, 256, 257, 1000} {
 		arr := append(bytes.Repeat([]byte{0x91}, levels), 0x01)
 		mp := append(bytes.Repeat([]byte{0x81, 0xc0}, levels), 0x01)
 		for _, d := range []uint32{255, 256, 257, math.MaxUint32} {
-			ins = append(ins, cInput{false, d, arr}, cInput{false, d, mp})
+			ins = append(ins, cInput{utf8: false, maxDepth: d, b: arr}, cInput{utf8: false, maxDepth: d, b: mp})
 		}
 	}
 	// A generated value of a few KiB, cut at every offset.
@@ -456,14 +495,14 @@ func edgeInputs() (ins []cInput) {
 		v = genValue(r, v, 7)
 	}
 	for k := range len(v) + 1 {
-		ins = append(ins, cInput{false, 8, v[:k]})
+		ins = append(ins, cInput{utf8: false, maxDepth: 8, b: v[:k]})
 	}
 	return ins
 }
 
 func TestCValidatorAgrees(t *testing.T) {
 	bin := buildCDriver(t)
-	ins := append(append(tableInputs(), edgeInputs()...), randomInputs(200000)...)
+	ins := everyImpl(append(append(tableInputs(), edgeInputs()...), randomInputs(200000)...))
 	c := runC(t, bin, ins)
 	var valid, fails int
 	for i, in := range ins {
@@ -541,15 +580,29 @@ func FuzzCValidator(f *testing.F) {
 	for _, c := range allUTF8Cases() {
 		f.Add(true, uint32(0), hx(c.hex))
 	}
+	// Runs of small values, which the vector walks take a block at a time.
+	for _, n := range []int{17, 33, 40, 65, 100} {
+		p := binary.BigEndian.AppendUint32([]byte{0xdd}, uint32(n))
+		for i := range n {
+			p = append(p, []byte{0x00, 0x7f, 0xe0, 0xc0, 0xc2, 0xc3}[i%6])
+		}
+		f.Add(false, uint32(32), p)
+		f.Add(false, uint32(32), append([]byte{0x92}, append(p, 0x01)...))
+	}
 	r := rand.New(rand.NewPCG(0x66757a7a, 0x73656564)) // fixed seed
 	for range 32 {
 		f.Add(false, depthLimitsC[r.IntN(len(depthLimitsC))], genValue(r, nil, 6))
 	}
 	d := startCDriver(f)
 	f.Fuzz(func(t *testing.T, isUTF8 bool, maxDepth uint32, b []byte) {
-		in := cInput{isUTF8, maxDepth, b}
-		if c, g := d.verdict(t, in), in.goVerdict(); c != g {
-			t.Fatalf("%s: C says valid=%v, Go says valid=%v", in, c, g)
+		// The fuzzer grows inputs towards 100 MB, at a few executions a
+		// minute; sizes are TestCValidatorAgrees' part, shapes this one's.
+		b = b[:min(len(b), 64<<10)]
+		g := cInput{utf8: isUTF8, maxDepth: maxDepth, b: b}.goVerdict()
+		for _, in := range everyImpl([]cInput{{utf8: isUTF8, maxDepth: maxDepth, b: b}}) {
+			if c := d.verdict(t, in); c != g {
+				t.Fatalf("%s: C says valid=%v, Go says valid=%v", in, c, g)
+			}
 		}
 	})
 }
