@@ -33,6 +33,8 @@ func BenchmarkGuest(b *testing.B) {
 	for _, topo := range topologies(b, "smp1") {
 		var cols []vm.BenchColumn
 		for _, cpu := range benchCPUModels {
+			// The machine's model wins over the topology's own
+			// (vm.Machine.For).
 			m := e.machine
 			m.CPU = cpu
 			// Sub-benchmark names become log file names: no commas.

@@ -78,7 +78,8 @@ func topologies(t testing.TB, names ...string) []vm.Topology {
 // kmesTopologies run, in the same boot as the boot suite, the kmes guest
 // suite (tests/guest/kmes: the Go library, kmesctl and kmes-demo against
 // the kernel): all of them, as each says something of its own about the
-// pages of the rings (README, "Topologies").
+// pages of the rings, and nohuge, booted on a CPU without AVX2, about the
+// msgpack validator's SSSE3 walk (README, "Topologies").
 var kmesTopologies = []string{"smp1", "smp4-numa2", "hugepages", "nohuge"}
 
 // selftestTopologies also run the kmes kselftests (build/selftests/kmes),

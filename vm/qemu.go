@@ -17,18 +17,33 @@ type Machine struct {
 	// (-icount shift=0,sleep=off): the same numbers on every run, whatever
 	// the host's load. For benchmarks; it forces single-threaded TCG.
 	ICount bool
-	// CPU is the TCG CPU model, "max" if empty. make bench also boots
-	// "max,-erms,-fsrm": without them the kernel copies with a loop, not
-	// rep movsb, which TCG counts as one instruction per byte.
+	// CPU is the TCG CPU model; empty means the topology's (Topology.CPU,
+	// filled in by For), else DefaultCPUModel. Set, it wins over the
+	// topology's: make bench boots "max" and "max,-erms,-fsrm" (without
+	// them the kernel copies with a loop, not rep movsb, which TCG counts
+	// as one instruction per byte). KVM ignores it: -cpu host.
 	CPU string
 }
 
-// CPUModel is the TCG CPU model the machine boots.
+// CPUModel is QEMU's -cpu of the machine: host under KVM, else the TCG
+// CPU model (DefaultCPUModel if it names none).
 func (m Machine) CPUModel() string {
-	if m.CPU == "" {
-		return "max"
+	switch {
+	case m.Accel == "kvm":
+		return "host"
+	case m.CPU == "":
+		return DefaultCPUModel
 	}
 	return m.CPU
+}
+
+// For returns m as it boots topology t: with t's CPU model unless m names
+// its own.
+func (m Machine) For(t Topology) Machine {
+	if m.CPU == "" {
+		m.CPU = t.CPU
+	}
+	return m
 }
 
 // MachineFromEnv reads KMES_ACCEL (tcg or kvm) and KMES_ICOUNT (1 to count
@@ -62,7 +77,7 @@ func (m Machine) Validate() error {
 func (m Machine) Args() []string {
 	switch {
 	case m.Accel == "kvm":
-		return []string{"-accel", "kvm", "-cpu", "host"}
+		return []string{"-accel", "kvm", "-cpu", m.CPUModel()}
 	case m.ICount:
 		// icount is incompatible with multi-threaded TCG.
 		return []string{"-accel", "tcg,thread=single", "-cpu", m.CPUModel(), "-icount", "shift=0,sleep=off"}
@@ -88,7 +103,8 @@ func QEMUBinary() (string, error) {
 var BaseKernelArgs = []string{"console=ttyS0", "panic=-1", "earlyprintk=serial"}
 
 // QEMUCommand returns the QEMU binary and its fixed arguments for m and t,
-// without kernel, initramfs or devices.
+// without kernel, initramfs or devices. The CPU model is m's, or t's if m
+// names none (Machine.For).
 func QEMUCommand(m Machine, t Topology) ([]string, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
@@ -100,7 +116,7 @@ func QEMUCommand(m Machine, t Topology) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := append([]string{bin}, m.Args()...)
+	cmd := append([]string{bin}, m.For(t).Args()...)
 	// -no-reboot turns the guest's reboot (and panic=-1) into QEMU's exit.
 	cmd = append(cmd, "-no-reboot")
 	return append(cmd, t.QEMUArgs()...), nil

@@ -15,6 +15,9 @@ func TestMachineArgs(t *testing.T) {
 		{Machine{Accel: "tcg", ICount: true}, []string{"-accel", "tcg,thread=single", "-cpu", "max", "-icount", "shift=0,sleep=off"}},
 		{Machine{Accel: "tcg", ICount: true, CPU: "max,-erms,-fsrm"}, []string{"-accel", "tcg,thread=single", "-cpu", "max,-erms,-fsrm", "-icount", "shift=0,sleep=off"}},
 		{Machine{Accel: "kvm"}, []string{"-accel", "kvm", "-cpu", "host"}},
+		{Machine{Accel: "kvm", CPU: "max,-avx2"}, []string{"-accel", "kvm", "-cpu", "host"}},
+		{Machine{Accel: "tcg"}.For(Topology{CPU: "max,-avx2"}), []string{"-accel", "tcg,thread=multi", "-cpu", "max,-avx2"}},
+		{Machine{Accel: "tcg", CPU: "max"}.For(Topology{CPU: "max,-avx2"}), []string{"-accel", "tcg,thread=multi", "-cpu", "max"}},
 	} {
 		if got := tc.m.Args(); !slices.Equal(got, tc.want) {
 			t.Errorf("%+v.Args() = %q, want %q", tc.m, got, tc.want)
@@ -51,6 +54,26 @@ func TestQEMUCommand(t *testing.T) {
 	want := []string{"/opt/qemu/bin/qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-no-reboot", "-smp", "1,sockets=1,cores=1,threads=1", "-m", "1024M"}
 	if !slices.Equal(got, want) {
 		t.Errorf("QEMUCommand = %q, want %q", got, want)
+	}
+	// A preset's CPU model, and a machine's own, which wins.
+	nohuge, err := LookupTopology("nohuge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		m   Machine
+		cpu string
+	}{
+		{Machine{Accel: "tcg"}, "max,-avx2"},
+		{Machine{Accel: "tcg", CPU: "max,-erms,-fsrm"}, "max,-erms,-fsrm"},
+	} {
+		got, err := QEMUCommand(tc.m, nohuge)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := slices.Index(got, "-cpu"); i < 0 || got[i+1] != tc.cpu {
+			t.Errorf("QEMUCommand(%+v, nohuge) = %q, want -cpu %s", tc.m, got, tc.cpu)
+		}
 	}
 	t.Setenv("KMES_QEMU", "")
 	t.Setenv("PATH", t.TempDir())

@@ -126,7 +126,7 @@ func (r GuestRun) Boot(t testing.TB) *Results {
 		t.Fatal(err)
 	}
 	serial := &lineCollector{w: logFile}
-	t.Logf("booting %s (%s) with %s; serial log: %s", r.Topology.Name, r.Topology.Description, r.Kernel.Path, logPath)
+	t.Logf("booting %s (%s) with %s, -cpu %s; serial log: %s", r.Topology.Name, r.Topology.Description, r.Kernel.Path, r.Machine.For(r.Topology).CPUModel(), logPath)
 	vm := qemu.StartT(t, r.Topology.Name, qemu.ArchAMD64,
 		qemu.WithQEMUCommand(strings.Join(cmd, " ")),
 		qemu.WithKernel(r.Kernel.Path),
@@ -154,7 +154,7 @@ func (r GuestRun) runDescription() (time.Duration, guest.Run) {
 		Selftests: r.Selftests,
 		Args:      r.Args,
 		Deadline:  guest.Deadline(timeout),
-		Topology:  r.Topology.Expect(),
+		Topology:  r.Topology.ExpectOn(r.Machine),
 		Kernel:    guest.Kernel{Release: r.Kernel.Release, Version: r.Kernel.Version},
 	}
 }

@@ -99,3 +99,25 @@ func TestRunDescriptionDeadline(t *testing.T) {
 		}
 	}
 }
+
+// The run description tells the guest the CPU model it boots and the
+// validator walk that follows: the topology's, unless the machine names
+// its own model.
+func TestRunDescriptionCPU(t *testing.T) {
+	topo, err := LookupTopology("nohuge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		m         Machine
+		cpu, walk string
+	}{
+		{Machine{Accel: "tcg"}, "max,-avx2", guest.WalkSSSE3},
+		{Machine{Accel: "tcg", ICount: true, CPU: "max,-erms,-fsrm"}, "max,-erms,-fsrm", guest.WalkAVX2},
+	} {
+		_, run := GuestRun{Topology: topo, Machine: tc.m}.runDescription()
+		if run.Topology.CPUModel != tc.cpu || run.Topology.ValidatorWalk != tc.walk {
+			t.Errorf("%+v: the guest expects -cpu %q and the %q walk, want %q and %q", tc.m, run.Topology.CPUModel, run.Topology.ValidatorWalk, tc.cpu, tc.walk)
+		}
+	}
+}

@@ -11,9 +11,9 @@ import (
 	"github.com/kmes-project/kmes/vm/guest"
 )
 
-// Topology is a named machine shape: vCPUs, NUMA nodes, memory and hugepage
-// reservation. The presets are the only topologies; tests and 'make run'
-// name them.
+// Topology is a named machine shape: vCPUs, NUMA nodes, memory, hugepage
+// reservation and CPU model. The presets are the only topologies; tests and
+// 'make run' name them.
 type Topology struct {
 	Name        string
 	Description string
@@ -30,6 +30,11 @@ type Topology struct {
 	// after what its shape needs: settings the guest tests must also see
 	// made at boot.
 	Cmdline []string
+	// CPU is the TCG CPU model (QEMU's -cpu) the preset boots under; ""
+	// is the machine's default, DefaultCPUModel. A Machine that names its
+	// own model (make bench) boots that instead, and KVM boots -cpu host
+	// (Machine.For).
+	CPU string
 }
 
 var presets = []Topology{
@@ -41,11 +46,19 @@ var presets = []Topology{
 	// also boots with 1 MiB rings replaced by 4 MiB ones (a swap at boot,
 	// before init): the guest tests check the rings' generation and
 	// capacity, and that the kmes.init event survived. 4 MiB is the
-	// default, which the kselftests start from.
-	{Name: "nohuge", Description: "smp4-numa2 with no hugepages reserved and transparent hugepages off; KMES rings on 4 KiB pages (kmes.hugepages=0), resized from 1 MiB to 4 MiB on the command line",
+	// default, which the kselftests start from. And it is the one
+	// topology whose CPU has no AVX2 (-cpu max,-avx2): the kernel's
+	// msgpack validator must pick its SSSE3 walk, where the others pick
+	// AVX2, and give the scalar walk's verdicts with it.
+	{Name: "nohuge", Description: "smp4-numa2 with no hugepages reserved and transparent hugepages off; KMES rings on 4 KiB pages (kmes.hugepages=0), resized from 1 MiB to 4 MiB on the command line; a CPU without AVX2 (-cpu max,-avx2: the SSSE3 validator walk)",
 		CPUs: 4, Nodes: 2, MemoryMiB: 2048, NoHuge: true,
-		Cmdline: []string{"kmes.hugepages=0", "kmes.buffer_capacity=1048576", "sysctl.kernel.kmes.buffer_capacity=4194304"}},
+		Cmdline: []string{"kmes.hugepages=0", "kmes.buffer_capacity=1048576", "sysctl.kernel.kmes.buffer_capacity=4194304"},
+		CPU:     "max,-avx2"},
 }
+
+// DefaultCPUModel is the TCG CPU model of a topology and machine that name
+// none: every feature TCG emulates, AVX2 among them (QEMU 7.2 and later).
+const DefaultCPUModel = "max"
 
 // DefaultTopology is what 'make run' boots.
 const DefaultTopology = "smp4-numa2"
@@ -130,6 +143,8 @@ func (t Topology) Validate() error {
 		return fmt.Errorf("topology %s: %d hugepages leave too little memory", t.Name, t.HugePages)
 	case t.NoHuge && t.HugePages > 0:
 		return fmt.Errorf("topology %s: NoHuge with hugepages reserved", t.Name)
+	case strings.ContainsAny(t.CPU, " \t\n"):
+		return fmt.Errorf("topology %s: CPU model %q is not one word", t.Name, t.CPU)
 	}
 	for _, a := range t.Cmdline {
 		if a == "" || strings.ContainsAny(a, " \t\n") {
@@ -139,17 +154,73 @@ func (t Topology) Validate() error {
 	return nil
 }
 
-// Expect returns what a guest booted in this topology must observe.
+// CPUModel is the TCG CPU model the preset boots under on a machine that
+// names none.
+func (t Topology) CPUModel() string {
+	if t.CPU == "" {
+		return DefaultCPUModel
+	}
+	return t.CPU
+}
+
+// Expect returns what a guest booted in this topology, under its own CPU
+// model, must observe. ExpectOn is the same for a given machine.
 func (t Topology) Expect() guest.Topology {
 	return guest.Topology{
-		Name:         t.Name,
-		CPUs:         t.CPUs,
-		Nodes:        t.Nodes,
-		CPUNode:      t.CPUNode(),
-		HugePages:    t.HugePages,
-		THP:          !t.NoHuge,
-		RingPageSize: t.ringPageSize(),
+		Name:          t.Name,
+		CPUs:          t.CPUs,
+		Nodes:         t.Nodes,
+		CPUNode:       t.CPUNode(),
+		HugePages:     t.HugePages,
+		THP:           !t.NoHuge,
+		RingPageSize:  t.ringPageSize(),
+		CPUModel:      t.CPUModel(),
+		ValidatorWalk: ValidatorWalk(t.CPUModel(), t.KernelArgs()),
 	}
+}
+
+// ExpectOn returns what a guest booted in this topology on m must observe:
+// Expect, with the CPU model m boots instead of the preset's (its own, or
+// the host's under KVM) and the validator walk that follows from it.
+func (t Topology) ExpectOn(m Machine) guest.Topology {
+	e := t.Expect()
+	e.CPUModel = m.For(t).CPUModel()
+	e.ValidatorWalk = ValidatorWalk(e.CPUModel, t.KernelArgs())
+	return e
+}
+
+// ValidatorWalk returns the walk the kernel's msgpack validator picks at
+// boot (guest.WalkAVX2, guest.WalkSSSE3 or guest.WalkScalar) on QEMU CPU
+// model cpu with the kernel command line args: scalar with kmes.simd=0,
+// else the CPU's best. Of CPU models only "max" and its variants are
+// known: max has AVX2 (and SSSE3); max with AVX2 turned off ("-avx2" or
+// "avx2=off") has SSSE3. For any other model ("host" under KVM, a named
+// one), or a variant of max without a feature the walks need besides AVX2
+// (AVX, XSAVE, SSSE3 and what it builds on), it returns "": the guest
+// goes by the CPU's features in /proc/cpuinfo instead.
+func ValidatorWalk(cpu string, args []string) string {
+	if slices.Contains(args, "kmes.simd=0") {
+		return guest.WalkScalar
+	}
+	model := strings.Split(cpu, ",")
+	if model[0] != "max" {
+		return ""
+	}
+	walk := guest.WalkAVX2
+	for _, f := range model[1:] {
+		name, off := strings.CutPrefix(f, "-")
+		if n, v, ok := strings.Cut(f, "="); ok {
+			name, off = n, v == "off" || v == "false"
+		}
+		switch {
+		case !off:
+		case name == "avx2":
+			walk = guest.WalkSSSE3
+		case slices.Contains([]string{"avx", "xsave", "ssse3", "sse3", "sse2", "sse"}, name):
+			return ""
+		}
+	}
+	return walk
 }
 
 // ringPageSize is the size of the pages every KMES ring's data is on in

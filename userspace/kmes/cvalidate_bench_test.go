@@ -12,11 +12,11 @@ import (
 
 // BenchmarkCValidator measures the kernel's msgpack validator, built as
 // native userspace C (-O2, no sanitizers), on the payload shapes events
-// have, from 16 B to 64 KiB, once per walk (scalar, SSE2, AVX2 runs):
+// have, from 16 B to 64 KiB, once per walk (scalar, SSSE3, AVX2):
 //
 //	go test -run '^$' -bench CValidator ./userspace/kmes/
 //
-// (scalar, SSE2, AVX2 runs). Each sub-benchmark runs the
+// Each sub-benchmark runs the
 // validator b.N times in one process (a start of about a millisecond,
 // amortised); MB/s is payload bytes per second.
 func BenchmarkCValidator(b *testing.B) {

@@ -31,20 +31,43 @@ func validatorSources(t testing.TB) string {
 }
 
 // The driver reads records from stdin (u8 kind: 0 msgpack with the scalar
-// walk, 2 with SSE2 runs, 3 with AVX2 runs, 1 UTF-8; u32
+// walk, 2 with the SSSE3 walk, 3 with the AVX2 walk, plus 0x80 for the
+// walk resumed in pieces, 1 UTF-8; u32
 // max_depth; u32 len; len bytes; integers little-endian) and writes one
 // byte per record, 1 if valid; with -i it flushes it at once, for a caller
-// that waits for each verdict (FuzzCValidator). Each input is copied into a
-// heap block of exactly its length, so that ASan sees any read past it; an
-// empty one is passed as NULL.
+// that waits for each verdict (FuzzCValidator). Each input is copied to the
+// end of a mapping followed by a page with no access, so that any read past
+// it faults, also the vector loads, which ASan does not see; an empty one
+// is passed as NULL.
 const cDriver = `#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "validate.h"
 
 static u32 le32(const unsigned char *b)
 {
 	return b[0] | b[1] << 8 | b[2] << 16 | (u32)b[3] << 24;
+}
+
+/* Room for len bytes that end where an inaccessible page starts. */
+static unsigned char *guarded(size_t len)
+{
+	static unsigned char *map;
+	static size_t room;
+	size_t page = sysconf(_SC_PAGESIZE);
+
+	if (len > room) {
+		if (map)
+			munmap(map, room + page);
+		room = (len + page - 1) / page * page;
+		map = mmap(NULL, room + page, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (map == MAP_FAILED || mprotect(map + room, page, PROT_NONE))
+			return NULL;
+	}
+	return map + room - len;
 }
 
 int main(int argc, char **argv)
@@ -56,29 +79,40 @@ int main(int argc, char **argv)
 
 	while ((n = fread(hdr, 1, sizeof(hdr), stdin)) == sizeof(hdr)) {
 		u32 depth = le32(hdr + 1), len = le32(hdr + 5);
-		unsigned char *buf = NULL;
+		unsigned char *buf = NULL, kind;
+		enum kmes_mp_verdict v;
+		enum kmes_mp_impl impl;
 		int ok;
 
 		if (len) {
-			buf = malloc(len);
+			buf = guarded(len);
 			if (!buf)
 				return 2;
 			if (fread(buf, 1, len, stdin) != len)
 				return 3;
 		}
 		memset(&stack, 0xa5, sizeof(stack));
-		if (hdr[0] == 1) {
+		kind = hdr[0] & 0x7f;
+		impl = kind == 3 ? KMES_MP_AVX2 :
+		       kind == 2 ? KMES_MP_SSSE3 : KMES_MP_SCALAR;
+		if ((kind == 3 && !__builtin_cpu_supports("avx2")) ||
+		    (kind == 2 && !__builtin_cpu_supports("ssse3")))
+			return 6;
+		if (kind == 1) {
 			ok = kmes_utf8_valid(buf, len);
-		} else if (hdr[0] == 0) {
+		} else if (hdr[0] & 0x80) {
+			/* In pieces of 1 to 61 bytes, as the kernel resumes. */
+			v = kmes_msgpack_start(&stack, buf, len, depth);
+			while (v == KMES_MP_MORE)
+				v = kmes_msgpack_resume(&stack, 1 + len % 61,
+							impl);
+			ok = v == KMES_MP_VALID;
+		} else if (kind == 0) {
 			ok = kmes_msgpack_valid(buf, len, depth, &stack);
 		} else {
-			if (hdr[0] == 3 && !__builtin_cpu_supports("avx2"))
-				return 6;
 			ok = kmes_msgpack_valid_with(buf, len, depth, &stack,
-						     hdr[0] == 3 ? KMES_MP_AVX2 :
-								  KMES_MP_SSE2);
+						     impl);
 		}
-		free(buf);
 		putchar(ok ? 1 : 0);
 		if (each && fflush(stdout))
 			return 5;
@@ -95,22 +129,24 @@ type cInput struct {
 	maxDepth uint32
 	b        []byte
 	impl     mpImpl // the msgpack walk
+	pieces   bool   // resumed in pieces (kmes_msgpack_resume())
 }
 
-// mpImpl is enum kmes_mp_impl: how the C walk takes runs of one-byte values.
+// mpImpl is enum kmes_mp_impl: how the C walk takes leaves in containers.
 type mpImpl int
 
 const (
 	mpScalar mpImpl = iota
-	mpSSE2
+	mpSSSE3
 	mpAVX2
 )
 
-var mpImplNames = []string{"scalar", "SSE2", "AVX2"}
+var mpImplNames = []string{"scalar", "SSSE3", "AVX2"}
 
-// everyImpl is ins with each msgpack input once per walk.
+// everyImpl is ins with each msgpack input once per walk, whole and in
+// pieces.
 func everyImpl(ins []cInput) []cInput {
-	out := make([]cInput, 0, 3*len(ins))
+	out := make([]cInput, 0, 6*len(ins))
 	for _, in := range ins {
 		if in.utf8 {
 			out = append(out, in)
@@ -118,7 +154,10 @@ func everyImpl(ins []cInput) []cInput {
 		}
 		for impl := range mpImplNames {
 			in.impl = mpImpl(impl)
-			out = append(out, in)
+			for _, pieces := range []bool{false, true} {
+				in.pieces = pieces
+				out = append(out, in)
+			}
 		}
 	}
 	return out
@@ -142,7 +181,11 @@ func (in cInput) String() string {
 	if in.utf8 {
 		return fmt.Sprintf("utf8, %d bytes: % x%s", len(in.b), b, more)
 	}
-	return fmt.Sprintf("msgpack (%s walk), max_depth %d, %d bytes: % x%s", mpImplNames[in.impl], in.maxDepth, len(in.b), b, more)
+	walk := mpImplNames[in.impl] + " walk"
+	if in.pieces {
+		walk += ", in pieces"
+	}
+	return fmt.Sprintf("msgpack (%s), max_depth %d, %d bytes: % x%s", walk, in.maxDepth, len(in.b), b, more)
 }
 
 func buildCDriver(t testing.TB) string {
@@ -178,7 +221,10 @@ func buildCDriver(t testing.TB) string {
 
 // record appends in as the driver reads it.
 func (in cInput) record(b []byte) []byte {
-	kind := map[mpImpl]byte{mpScalar: 0, mpSSE2: 2, mpAVX2: 3}[in.impl]
+	kind := map[mpImpl]byte{mpScalar: 0, mpSSSE3: 2, mpAVX2: 3}[in.impl]
+	if in.pieces {
+		kind |= 0x80
+	}
 	if in.utf8 {
 		kind = 1
 	}
@@ -323,6 +369,41 @@ func genValue(r *rand.Rand, out []byte, depth int) []byte {
 		}
 		return out
 	}
+}
+
+// leafy is a map16 of n entries or an array16 of 2n values, mostly leaves
+// (values whose type byte gives their length: fixints, nil, bools, fixstr
+// of up to 31 bytes, fixed-width numbers, fixext), one in 16 something
+// else (str 8, bin 8, a small array or map).
+func leafy(r *rand.Rand, n int) []byte {
+	out := []byte{0xdc, byte(2 * n >> 8), byte(2 * n)}
+	if r.IntN(2) == 0 {
+		out = []byte{0xde, byte(n >> 8), byte(n)}
+	}
+	for range 2 * n {
+		if r.IntN(16) == 0 {
+			out = genValue(r, out, 2)
+			continue
+		}
+		switch r.IntN(4) {
+		case 0:
+			out = append(out, []byte{0x05, 0x7f, 0xe0, 0xff, 0xc0, 0xc2, 0xc3}[r.IntN(7)])
+		case 1:
+			k := r.IntN(32)
+			out = append(out, 0xa0|byte(k))
+			for range k {
+				out = append(out, 'a'+byte(r.IntN(26)))
+			}
+		case 2:
+			c := []byte{0xcc, 0xcd, 0xce, 0xcf, 0xd0, 0xd1, 0xd2, 0xd3, 0xca, 0xcb}[r.IntN(10)]
+			w := map[byte]int{0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8, 0xd0: 1, 0xd1: 2, 0xd2: 4, 0xd3: 8, 0xca: 4, 0xcb: 8}[c]
+			out = append(append(out, c), make([]byte, w)...)
+		default:
+			i := r.IntN(5)
+			out = append(append(out, 0xd4+byte(i), 0x01), make([]byte, 1<<i)...)
+		}
+	}
+	return out
 }
 
 // mutate changes b in one to four random ways.
@@ -487,6 +568,26 @@ func edgeInputs() (ins []cInput) {
 		mp := append(bytes.Repeat([]byte{0x81, 0xc0}, levels), 0x01)
 		for _, d := range []uint32{255, 256, 257, math.MaxUint32} {
 			ins = append(ins, cInput{utf8: false, maxDepth: d, b: arr}, cInput{utf8: false, maxDepth: d, b: mp})
+		}
+	}
+	// Stretches of leaves of every kind, which the vector walks take a
+	// lane at a time, now and then broken by something else: whole, cut
+	// at every offset, and with each byte replaced by one that starts
+	// something else.
+	for _, n := range []int{4, 5, 6, 9, 17, 40, 300, 5000} {
+		add(32, leafy(r, n))
+	}
+	for range 4 {
+		v := leafy(r, 60)
+		for k := range len(v) + 1 {
+			ins = append(ins, cInput{utf8: false, maxDepth: 32, b: v[:k]})
+		}
+		for k := range v {
+			for _, c := range []byte{0x00, 0x80, 0x85, 0x90, 0xa0, 0xbf, 0xc1, 0xc4, 0xca, 0xcf, 0xd3, 0xd8, 0xd9, 0xdc, 0xe0} {
+				w := bytes.Clone(v)
+				w[k] = c
+				ins = append(ins, cInput{utf8: false, maxDepth: 32, b: w})
+			}
 		}
 	}
 	// A generated value of a few KiB, cut at every offset.

@@ -155,7 +155,25 @@ type Topology struct {
 	// RingPageSize is the size of the pages every KMES ring's data must
 	// be on (HugePageSize or BasePageSize), as its data_page_size says.
 	RingPageSize int `json:"ring_page_size"`
+	// CPUModel is QEMU's -cpu the guest boots under ("max",
+	// "max,-avx2", "host" under KVM).
+	CPUModel string `json:"cpu_model"`
+	// ValidatorWalk is the walk the kernel's msgpack validator must pick
+	// at boot (WalkAVX2, WalkSSSE3 or WalkScalar), or "" where the host
+	// cannot tell from the CPU model (KVM's -cpu host): then the CPU's
+	// features in /proc/cpuinfo decide.
+	ValidatorWalk string `json:"validator_walk"`
 }
+
+// The walks of the kernel's msgpack validator, as its boot log line
+// ("kmes: msgpack validator: AVX2 walk") and debugfs kmes/simd name them:
+// AVX2 if the CPU has it, else SSSE3, else scalar (also with kmes.simd=0
+// on the command line, or after 0 is written to kmes/simd).
+const (
+	WalkAVX2   = "AVX2"
+	WalkSSSE3  = "SSSE3"
+	WalkScalar = "scalar"
+)
 
 // Kernel identifies the kernel the host booted.
 type Kernel struct {

@@ -30,7 +30,7 @@ func TestReadMetrics(t *testing.T) {
 
 func TestRunRoundTrip(t *testing.T) {
 	dir := t.TempDir()
-	r := Run{Suites: []string{"boot"}, Topology: Topology{Name: "smp1", CPUs: 1, Nodes: 1, CPUNode: []int{0}, THP: true, RingPageSize: HugePageSize}, Kernel: Kernel{Release: "6.12.117-kmes"}}
+	r := Run{Suites: []string{"boot"}, Topology: Topology{Name: "smp1", CPUs: 1, Nodes: 1, CPUNode: []int{0}, THP: true, RingPageSize: HugePageSize, CPUModel: "max,-avx2", ValidatorWalk: WalkSSSE3}, Kernel: Kernel{Release: "6.12.117-kmes"}}
 	if err := r.Write(dir); err != nil {
 		t.Fatal(err)
 	}

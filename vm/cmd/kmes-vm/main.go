@@ -111,7 +111,7 @@ func boot(args []string) error {
 		return err
 	}
 	cmd = append(cmd, "-nographic", "-kernel", *kernel, "-initrd", *initrd, "-append", vm.KernelCmdline(t))
-	fmt.Fprintf(os.Stderr, "kmes-vm: booting %s (%s); Ctrl-A X quits\n", t.Name, t.Description)
+	fmt.Fprintf(os.Stderr, "kmes-vm: booting %s (%s) with -cpu %s; Ctrl-A X quits\n", t.Name, t.Description, m.For(t).CPUModel())
 	c := exec.Command(cmd[0], cmd[1:]...)
 	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := c.Run(); err != nil {
