@@ -260,30 +260,48 @@ type validatorCase struct {
 
 // verdict is what the kernel said to a case: kmes_emit's errno, and
 // kmes_emit_batch's errno and emitted count for the batch of companion,
-// companion, the case, companion.
+// companion, the case, companion; and for the same batch with its last
+// entry's payload unreadable (faulted), where an invalid case must still
+// be the errno: the kernel copies a write phase's entries before it walks
+// their payloads, and the first failing entry decides.
 type verdict struct {
-	emit, batch unix.Errno
-	emitted     uint32
+	emit, batch    unix.Errno
+	emitted        uint32
+	faulted        unix.Errno
+	faultedEmitted uint32
 }
 
 // batchIndex is the case's index in its batch of batchLen entries.
 const batchIndex, batchLen = 2, 4
 
-func judge(c validatorCase) verdict {
+func judge(c validatorCase, unreadable []byte) verdict {
 	var v verdict
 	v.emit = rawEmit(validatorType, c.payload)
 	batch := [][]byte{c.companion, c.companion, c.companion, c.companion}
 	batch[batchIndex] = c.payload
 	v.batch, v.emitted = rawEmitBatch(validatorType, batch)
+	batch[batchLen-1] = unreadable[:min(len(c.companion), len(unreadable))]
+	v.faulted, v.faultedEmitted = rawEmitBatch(validatorType, batch)
 	return v
 }
 
 // want is the verdict the scalar validator gives.
 func (c validatorCase) want() verdict {
 	if c.valid {
-		return verdict{0, 0, batchLen}
+		return verdict{0, 0, batchLen, unix.EFAULT, batchLen - 1}
 	}
-	return verdict{unix.EINVAL, unix.EINVAL, batchIndex}
+	return verdict{unix.EINVAL, unix.EINVAL, batchIndex, unix.EINVAL, batchIndex}
+}
+
+// unreadablePage is a page of the address space that no access may touch.
+func unreadablePage(t testing.TB) []byte {
+	t.Helper()
+	b, err := unix.Mmap(-1, 0, os.Getpagesize(), unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatalf("mmap of a PROT_NONE page: %v", err)
+	}
+	t.Cleanup(func() { unix.Munmap(b) })
+	return b
 }
 
 func errnoText(e unix.Errno) string {
@@ -481,6 +499,7 @@ func TestValidatorVerdicts(t *testing.T) {
 		walks[0].on = false
 		t.Logf("the kernel's walk is scalar: both runs take the scalar walk")
 	}
+	unreadable := unreadablePage(t)
 	got := make([][]verdict, len(walks))
 	for i, w := range walks {
 		setSIMD(t, w.on)
@@ -488,7 +507,7 @@ func TestValidatorVerdicts(t *testing.T) {
 			t.Fatalf("after writing %d to %s it reads %q, want %q", boolInt(w.on), simdFile, now, w.name)
 		}
 		for _, c := range cases {
-			got[i] = append(got[i], judge(c))
+			got[i] = append(got[i], judge(c, unreadable))
 		}
 	}
 	bad := 0
@@ -503,6 +522,12 @@ func TestValidatorVerdicts(t *testing.T) {
 			bad++
 			t.Errorf("%s (%d-byte payload) as entry %d of a batch of %d: kmes_emit_batch: %s with the %s walk, %s with the scalar walk; want %s",
 				c.name, len(c.payload), batchIndex, batchLen, vec.batchText(), want, scalar.batchText(), right.batchText())
+		}
+		if vec.faulted != scalar.faulted || vec.faultedEmitted != scalar.faultedEmitted || vec.faulted != right.faulted || vec.faultedEmitted != right.faultedEmitted {
+			bad++
+			t.Errorf("%s (%d-byte payload) as entry %d of a batch of %d whose last payload is unreadable: kmes_emit_batch: %s with %d emitted with the %s walk, %s with %d with the scalar walk; want %s with %d",
+				c.name, len(c.payload), batchIndex, batchLen, errnoText(vec.faulted), vec.faultedEmitted, want,
+				errnoText(scalar.faulted), scalar.faultedEmitted, errnoText(right.faulted), right.faultedEmitted)
 		}
 	}
 	t.Logf("%d payloads (%d valid), each with kmes_emit and in a batch, with the %s and the scalar walk: %d wrong verdicts",
