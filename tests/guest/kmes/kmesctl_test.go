@@ -77,8 +77,15 @@ func mapRingOf(t *testing.T, cpu int) []byte {
 // tailLine is kmesctl tail's line for r, whose payload is
 // {"i": <fixint>, "s": "abc"}.
 func tailLine(r *kmes.Record) string {
-	return fmt.Sprintf(`{"cpu":%d,"seq":%d,"ts":"%s","origin":%d,"type":%q,"payload":{"i":%d,"s":"abc"}}`,
-		r.CPU, r.Sequence, time.Unix(0, r.Timestamp).UTC().Format("2006-01-02T15:04:05.000000000Z07:00"), r.Origin, r.Type, r.Payload[3])
+	return fmt.Sprintf(`{"cpu":%d,"seq":%d,%s,"origin":%d,"type":%q,"payload":{"i":%d,"s":"abc"}}`,
+		r.CPU, r.Sequence, tailTime(r), r.Origin, r.Type, r.Payload[3])
+}
+
+// tailTime is the "ts" and "ts_ns" fields of kmesctl tail's line for r:
+// ts_ns, nanoseconds since the epoch, is a string.
+func tailTime(r *kmes.Record) string {
+	return fmt.Sprintf(`"ts":"%s","ts_ns":"%d"`,
+		time.Unix(0, r.Timestamp).UTC().Format("2006-01-02T15:04:05.000000000Z07:00"), r.Timestamp)
 }
 
 // TestKmesctlTail starts 'kmesctl tail' with every filter, waits until it
@@ -154,8 +161,8 @@ func TestKmesctlTail(t *testing.T) {
 	compareLines(t, "kmesctl tail --from-start", out.String(), want)
 }
 
-// demoLine is a tail line: cpu, seq, ts and the rest.
-var demoLine = regexp.MustCompile(`^\{"cpu":(\d+),"seq":([1-9]\d*),"ts":"([^"]+)",(.*)$`)
+// demoLine is a tail line: cpu, seq, ts, ts_ns and the rest.
+var demoLine = regexp.MustCompile(`^\{"cpu":(\d+),"seq":([1-9]\d*),"ts":"([^"]+)","ts_ns":"(-?\d+)",(.*)$`)
 
 func compareLines(t *testing.T, what, out string, want []string) {
 	t.Helper()
@@ -198,10 +205,14 @@ func TestDemo(t *testing.T) {
 		if m == nil {
 			t.Fatalf("%s printed %q, not a tail line", tail, l)
 		}
-		if _, err := time.Parse(time.RFC3339Nano, m[3]); err != nil {
+		ts, err := time.Parse(time.RFC3339Nano, m[3])
+		if err != nil {
 			t.Errorf("line %q: ts: %v", l, err)
 		}
-		got = append(got, `"cpu":`+m[1]+","+m[4])
+		if ns, err := strconv.ParseInt(m[4], 10, 64); err != nil || ns != ts.UnixNano() {
+			t.Errorf("line %q: ts_ns is not ts in nanoseconds (%v)", l, err)
+		}
+		got = append(got, `"cpu":`+m[1]+","+m[5])
 	}
 	slices.Sort(got)
 	slices.Sort(want)

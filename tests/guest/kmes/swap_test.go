@@ -353,8 +353,8 @@ func TestSwapKmesctl(t *testing.T) {
 	var want []string
 	readErr := readInto(rd, log, func(rec *kmes.Record) {
 		if i, ok := swapIndex(rec); ok && rec.Type == typ {
-			want = append(want, fmt.Sprintf(`{"cpu":%d,"seq":%d,"ts":"%s","origin":0,"type":%q,"payload":%d}`,
-				rec.CPU, rec.Sequence, time.Unix(0, rec.Timestamp).UTC().Format("2006-01-02T15:04:05.000000000Z07:00"), rec.Type, i))
+			want = append(want, fmt.Sprintf(`{"cpu":%d,"seq":%d,%s,"origin":0,"type":%q,"payload":%d}`,
+				rec.CPU, rec.Sequence, tailTime(rec), rec.Type, i))
 		}
 	})
 

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"strings"
@@ -55,8 +58,8 @@ func TestJSONToMsgpack(t *testing.T) {
 		if err := kmes.ValidatePayload(b, kmes.DefaultMaxNestingDepth); err != nil {
 			t.Errorf("%s: %v", c.json, err)
 		}
-		if got := string(appendPayloadJSON(nil, b)); got != c.back {
-			t.Errorf("%s: back to JSON %s, want %s", c.json, got, c.back)
+		if got, err := appendPayloadJSON(nil, b); err != nil || string(got) != c.back {
+			t.Errorf("%s: back to JSON %s (%v), want %s", c.json, got, err, c.back)
 		}
 	}
 }
@@ -127,44 +130,114 @@ func TestMsgpackToJSON(t *testing.T) {
 		{"map bin key", "81c402010200", `{"[1 2]":0}`},
 		{"map array key", "81920102c0", `{"[1 2]":null}`},
 		{"map map key", "8181a16101c0", `{"map[a:1]":null}`},
-		{"fixext1", "d40501", `{"ext":5,"data":"AQ=="}`},
-		{"fixext2", "d5ff0102", `{"ext":-1,"data":"AQI="}`},
-		{"fixext4", "d60101020304", `{"ext":1,"data":"AQIDBA=="}`},
-		{"fixext8", "d7010000000000000000", `{"ext":1,"data":"AAAAAAAAAAA="}`},
-		{"fixext16", "d801" + strings.Repeat("00", 16), `{"ext":1,"data":"AAAAAAAAAAAAAAAAAAAAAA=="}`},
-		{"ext8", "c70207abcd", `{"ext":7,"data":"q80="}`},
-		{"ext16", "c8000107ff", `{"ext":7,"data":"/w=="}`},
-		{"ext32", "c90000000007", `{"ext":7,"data":""}`},
+		{"map ext key", "81d40501c0", `{"ext(5,AQ==)":null}`},
+		{"map nested keys", "81928180c4010081c0ca3fc00000c0",
+			`{"[map[map[]:[0]] map[<nil>:1.5]]":null}`},
+		{"map str key not UTF-8", "81a2c328c0", `{"\ufffd(":null}`},
+		{"map array key with str", "8192a3612262a20a01c0", `{"[a\"b \n\u0001]":null}`},
+		{"map NaN key", "81cb7ff8000000000001c0", `{"NaN":null}`},
+		{"map float32 key", "81ca49742400c0", `{"1e+06":null}`},
+		{"map uint64 key", "81cfffffffffffffffffc0", `{"18446744073709551615":null}`},
+		{"map negative key", "81d0dfc0", `{"-33":null}`},
+		{"map duplicate keys", "82a16101a16102", `{"a":1,"a":2}`},
+		{"fixext1", "d40501", `"ext(5,AQ==)"`},
+		{"fixext2", "d5ff0102", `"ext(-1,AQI=)"`},
+		{"fixext4", "d60101020304", `"ext(1,AQIDBA==)"`},
+		{"fixext8", "d7010000000000000000", `"ext(1,AAAAAAAAAAA=)"`},
+		{"fixext16", "d801" + strings.Repeat("00", 16), `"ext(1,AAAAAAAAAAAAAAAAAAAAAA==)"`},
+		{"ext8", "c70207abcd", `"ext(7,q80=)"`},
+		{"ext16", "c8000107ff", `"ext(7,/w==)"`},
+		{"ext32", "c90000000007", `"ext(7,)"`},
+		{"ext in a map", "82a365787407a464617461d40501", `{"ext":7,"data":"ext(5,AQ==)"}`},
 		{"nested", "81a16193c0c3818002", `{"a":[null,true,{"map[]":2}]}`},
-		// Not one msgpack value: the raw bytes.
-		{"empty", "", `{"raw":""}`},
-		{"0xc1", "c1", `{"raw":"wQ=="}`},
-		{"truncated str", "a36162", `{"raw":"o2Fi"}`},
-		{"truncated array", "9201", `{"raw":"kgE="}`},
-		{"huge array length", "ddffffffff", `{"raw":"3f////8="}`},
-		{"trailing bytes", "c0c0", `{"raw":"wMA="}`},
 	} {
 		b, err := hex.DecodeString(c.msgpack)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := string(appendPayloadJSON(nil, b)); got != c.json {
-			t.Errorf("%s (%s): %s, want %s", c.name, c.msgpack, got, c.json)
+		got, err := appendPayloadJSON([]byte("x"), b)
+		if err != nil || string(got) != "x"+c.json {
+			t.Errorf("%s (%s): %s (%v), want x%s", c.name, c.msgpack, got, err, c.json)
 		}
 	}
 }
 
-// A payload nested deeper than the decoder goes is shown raw, without
-// exhausting the stack.
-func TestMsgpackToJSONDeep(t *testing.T) {
-	b := append(bytes.Repeat([]byte{0x91}, mpDepthMax+1), 0xc0)
-	if got := string(appendPayloadJSON(nil, b)); !strings.HasPrefix(got, `{"raw":"`) {
-		t.Errorf("payload %d deep: %.40s..., want it raw", mpDepthMax+1, got)
+// A payload that is not one msgpack value is an error that says why and
+// where, and appends nothing.
+func TestMsgpackToJSONError(t *testing.T) {
+	for _, c := range []struct {
+		name, msgpack, err string
+	}{
+		{"empty", "", "empty payload"},
+		{"0xc1", "c1", "never used type byte 0xc1 at offset 0"},
+		{"0xc1 in a map", "81a161c1", "never used type byte 0xc1 at offset 3"},
+		{"truncated str", "a36162", "truncated fixstr at offset 0: 3 bytes needed, 2 left"},
+		{"truncated str8 length", "d9", "truncated str8 at offset 0: its 1-byte length is cut short"},
+		{"truncated bin16 length", "c500", "truncated bin16 at offset 0: its 2-byte length is cut short"},
+		{"truncated bin16", "c50005", "truncated bin16 at offset 0: 5 bytes needed, 0 left"},
+		{"truncated bin32", "c6000000050102", "truncated bin32 at offset 0: 5 bytes needed, 2 left"},
+		{"truncated ext type", "c701", "truncated ext8 at offset 0: 2 bytes needed, 0 left"},
+		{"truncated fixext4", "d6010203", "truncated fixext4 at offset 0: 5 bytes needed, 3 left"},
+		{"truncated float64", "cb3ff0", "truncated type 0xcb at offset 0: 8 bytes needed, 2 left"},
+		{"truncated uint32", "ce0000", "truncated type 0xce at offset 0: 4 bytes needed, 2 left"},
+		{"truncated array", "9201", "truncated fixarray at offset 0: 2 elements need at least 2 bytes, 1 left"},
+		{"truncated nested array", "929101", "truncated fixarray at offset 0: 1 more values expected at offset 3 (end of payload)"},
+		{"truncated map value", "82a161c0a162", "truncated fixmap at offset 0: 1 more values expected at offset 6 (end of payload)"},
+		{"truncated map", "82a161", "truncated fixmap at offset 0: 2 entries need at least 4 bytes, 2 left"},
+		{"map without its value", "81a161", "truncated fixmap at offset 0: 1 more values expected at offset 3 (end of payload)"},
+		{"huge array length", "ddffffffff", "truncated array32 at offset 0: 4294967295 elements need at least 4294967295 bytes, 0 left"},
+		{"huge map length", "dfffffffff", "truncated map32 at offset 0: 4294967295 entries need at least 8589934590 bytes, 0 left"},
+		{"huge str length", "dbffffffff61", "truncated str32 at offset 0: 4294967295 bytes needed, 1 left"},
+		{"huge bin length", "c6ffffffff", "truncated bin32 at offset 0: 4294967295 bytes needed, 0 left"},
+		{"huge ext length", "c9ffffffff01", "truncated ext32 at offset 0: 4294967296 bytes needed, 1 left"},
+		{"trailing bytes", "c0c0", "trailing bytes at offset 1 (1 after the value)"},
+		{"truncated key", "81d90541", "truncated str8 at offset 1: 5 bytes needed, 1 left"},
+		{"truncated non-str key", "8192", "truncated fixmap at offset 0: 1 entries need at least 2 bytes, 1 left"},
+		{"bad non-str key", "8191c1c0", "never used type byte 0xc1 at offset 2"},
+	} {
+		b, err := hex.DecodeString(c.msgpack)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := appendPayloadJSON([]byte("x"), b)
+		var perr *payloadError
+		if !errors.As(err, &perr) || err.Error() != c.err || string(got) != "x" {
+			t.Errorf("%s (%s): %q, %v; want x, %s", c.name, c.msgpack, got, err, c.err)
+		}
 	}
-	b = append(bytes.Repeat([]byte{0x91}, 256), 0xc0)
+}
+
+// A payload nested to the converter's depth converts; one level more is an
+// error, without exhausting the stack.
+func TestMsgpackToJSONDeep(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		// nest is a payload of n containers, the innermost holding
+		// a scalar at depth n.
+		nest func(n int) []byte
+	}{
+		{"arrays", func(n int) []byte { return append(bytes.Repeat([]byte{0x91}, n), 0xc0) }},
+		{"map values", func(n int) []byte { return append(bytes.Repeat([]byte{0x81, 0xa1, 'k'}, n), 0x01) }},
+		// Each map's key is the next map: keys in text, inside a key.
+		{"map keys", func(n int) []byte { return append(bytes.Repeat([]byte{0x81}, n), bytes.Repeat([]byte{0xc0}, n+1)...) }},
+	} {
+		got, err := appendPayloadJSON(nil, c.nest(mpDepthMax))
+		if err != nil || !json.Valid(got) {
+			t.Errorf("%s %d deep: %.40s... %v", c.name, mpDepthMax, got, err)
+		}
+		got, err = appendPayloadJSON(nil, c.nest(mpDepthMax+1))
+		if err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("nesting deeper than %d at offset ", mpDepthMax)) || got != nil {
+			t.Errorf("%s %d deep: %.40s... %v, want an error", c.name, mpDepthMax+1, got, err)
+		}
+	}
+	b := append(bytes.Repeat([]byte{0x91}, 256), 0xc0)
 	want := strings.Repeat("[", 256) + "null" + strings.Repeat("]", 256)
-	if got := string(appendPayloadJSON(nil, b)); got != want {
-		t.Errorf("payload 256 deep: %.40s...", got)
+	if got, err := appendPayloadJSON(nil, b); err != nil || string(got) != want {
+		t.Errorf("payload 256 deep: %.40s... %v", got, err)
+	}
+	b = append(bytes.Repeat([]byte{0x91}, mpDepthMax+1), 0xc0)
+	if _, err := appendPayloadJSON(nil, b); err == nil || err.Error() != fmt.Sprintf("nesting deeper than %d at offset %d", mpDepthMax, mpDepthMax+1) {
+		t.Errorf("payload %d deep: %v", mpDepthMax+1, err)
 	}
 }
 

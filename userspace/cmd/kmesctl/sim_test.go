@@ -39,7 +39,7 @@ func withSimRings(t *testing.T, n int) *ringsim.Source {
 type sample struct{ b, a, k, c string }
 
 // emitSample emits, in time order: cpu 1 "b" [1]; cpu 0 "a" {"n":1};
-// cpu 0 "a" from KMES with no payload; cpu 1 a dropped event, then "c"
+// cpu 0 "a" from KMES with no payload (which is no msgpack value); cpu 1 a dropped event, then "c"
 // "x". The events are stamped 1 µs apart a little in the future:
 // ReadMerged holds back only events within its reorder window of now, so
 // they reach tail in time order.
@@ -50,7 +50,10 @@ func emitSample(src *ringsim.Source) sample {
 		ts += 1000
 		return ts
 	}
-	at := func(µs int) string { return base.Format("2006-01-02T15:04:05.000") + fmt.Sprintf("%03d000Z", µs) }
+	// at is the "ts" and "ts_ns" fields of an event µs after base.
+	at := func(µs int) string {
+		return base.Format("2006-01-02T15:04:05.000") + fmt.Sprintf(`%03d000Z","ts_ns":"%d`, µs, base.UnixNano()+int64(µs)*1000)
+	}
 	p0, p1 := src.Producer(0), src.Producer(1)
 	p0.Now, p1.Now = now, now
 	p1.Emit(0, "b", []byte{0x91, 0x01})
@@ -61,7 +64,7 @@ func emitSample(src *ringsim.Source) sample {
 	return sample{
 		b: `{"cpu":1,"seq":1,"ts":"` + at(1) + `","origin":0,"type":"b","payload":[1]}` + "\n",
 		a: `{"cpu":0,"seq":1,"ts":"` + at(2) + `","origin":0,"type":"a","payload":{"n":1}}` + "\n",
-		k: `{"cpu":0,"seq":2,"ts":"` + at(3) + `","origin":1,"type":"a","payload":{"raw":""}}` + "\n",
+		k: `{"cpu":0,"seq":2,"ts":"` + at(3) + `","origin":1,"type":"a"}` + "\n",
 		c: `{"cpu":1,"seq":3,"ts":"` + at(4) + `","origin":0,"type":"c","payload":"x"}` + "\n",
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -21,13 +22,20 @@ const tailUsage = `Usage: kmesctl tail [--type T] [--origin N] [--cpu N] [--from
 Print KMES events as they arrive, one JSON object a line, in timestamp
 order across CPUs (kmes_attach, which needs CAP_AUDIT_READ):
 
-  {"cpu":0,"seq":1,"ts":"2026-01-02T15:04:05.000000000Z","origin":0,"type":"T","payload":...}
+  {"cpu":0,"seq":1,"ts":"2026-01-02T15:04:05.000000000Z","ts_ns":"1767366245000000000","origin":0,"type":"T","payload":...}
 
-The payload is the msgpack payload as JSON: bin and ext data in base64,
-ext as {"ext":TYPE,"data":...}, and a payload that is not msgpack as
-{"raw":"<base64>"}. Lost events (overwritten before they were read, or
-dropped before the ring) are reported on standard error. SIGINT or
-SIGTERM stops it.
+ts is the timestamp in UTC (RFC 3339, nine digits of nanoseconds); ts_ns
+is the same as nanoseconds since the epoch, in a string: as a JSON number
+it would lose digits in jq or JavaScript. payload is the msgpack payload
+as JSON: maps in their order, bin in base64, an ext as "ext(TYPE,BASE64)",
+a map key that is not a string as its text (1, true, <nil>, [1 2]), NaN
+and infinities as "NaN", "+Inf" and "-Inf", bytes of a str that are not
+UTF-8 as U+FFFD. A payload that is not exactly one msgpack value (empty,
+truncated, nested deeper than 1000, or with bytes after it) has no
+payload field but "payload_error" (what is wrong, at which byte offset)
+and "payload_base64" (its bytes). Lost events (overwritten before they
+were read, or dropped before the ring) are reported on standard error.
+SIGINT or SIGTERM stops it.
 `
 
 // tsFormat is RFC 3339 with always nine digits of nanoseconds.
@@ -54,13 +62,38 @@ func appendRecord(dst []byte, r *kmes.Record) []byte {
 	dst = strconv.AppendUint(dst, r.Sequence, 10)
 	dst = append(dst, `,"ts":"`...)
 	dst = time.Unix(0, r.Timestamp).UTC().AppendFormat(dst, tsFormat)
+	dst = append(dst, `","ts_ns":"`...)
+	dst = strconv.AppendInt(dst, r.Timestamp, 10)
 	dst = append(dst, `","origin":`...)
 	dst = strconv.AppendUint(dst, uint64(r.Origin), 10)
 	dst = append(dst, `,"type":`...)
 	dst = appendJSONString(dst, r.Type)
-	dst = append(dst, `,"payload":`...)
-	dst = appendPayloadJSON(dst, r.Payload)
+	dst = appendPayloadField(dst, r.Payload)
 	return append(dst, "}\n"...)
+}
+
+// appendPayloadField appends the payload's fields of an event's JSON
+// object, comma first: "payload" with the msgpack payload as JSON, or, for
+// a payload that is not one msgpack value, "payload_error" (why, with the
+// byte offset) and "payload_base64" (its bytes); nothing for an empty
+// payload. A payload's own map keys are inside "payload", so they never
+// meet these.
+func appendPayloadField(dst []byte, payload []byte) []byte {
+	// Kernel emitters may send no payload (KMES.md): no field, no error.
+	if len(payload) == 0 {
+		return dst
+	}
+	dst = append(dst, `,"payload":`...)
+	out, err := appendPayloadJSON(dst, payload)
+	if err == nil {
+		return out
+	}
+	dst = dst[:len(dst)-len(`,"payload":`)]
+	dst = append(dst, `,"payload_error":`...)
+	dst = appendJSONString(dst, err.Error())
+	dst = append(dst, `,"payload_base64":"`...)
+	dst = base64.StdEncoding.AppendEncode(dst, payload)
+	return append(dst, '"')
 }
 
 // lockedWriter serialises the writes of the goroutines that share stderr.

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"math"
+	"strconv"
 	"testing"
 	"time"
 
@@ -18,18 +21,35 @@ func TestAppendRecord(t *testing.T) {
 		Type:      `app."login"`,
 		Payload:   []byte{0x82, 0xa4, 'u', 's', 'e', 'r', 0xa3, 'b', 'o', 'b', 0xa2, 'o', 'k', 0xc3},
 	}
-	want := `{"cpu":3,"seq":42,"ts":"2026-11-26T01:02:03.000004000Z","origin":0,"type":"app.\"login\"","payload":{"user":"bob","ok":true}}` + "\n"
+	want := `{"cpu":3,"seq":42,"ts":"2026-11-26T01:02:03.000004000Z","ts_ns":"1795654923000004000","origin":0,"type":"app.\"login\"","payload":{"user":"bob","ok":true}}` + "\n"
 	if got := string(appendRecord(nil, r)); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 
 	// Nine digits even for a whole second; a payload that is not msgpack
-	// shows raw.
+	// is reported, and its bytes shown, in fields of the event.
 	r = &kmes.Record{CPU: 0, Sequence: 1, Timestamp: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano(),
-		Origin: kmes.OriginKMES, Type: "kmes.sysctl", Payload: []byte{0xc1}}
-	want = `{"cpu":0,"seq":1,"ts":"2026-01-02T03:04:05.000000000Z","origin":1,"type":"kmes.sysctl","payload":{"raw":"wQ=="}}` + "\n"
+		Origin: kmes.OriginKMES, Type: "kmes.sysctl", Payload: []byte{0x81, 0xa1, 'a', 0xc1}}
+	want = `{"cpu":0,"seq":1,"ts":"2026-01-02T03:04:05.000000000Z","ts_ns":"1767323045000000000","origin":1,"type":"kmes.sysctl",` +
+		`"payload_error":"never used type byte 0xc1 at offset 3","payload_base64":"gaFhwQ=="}` + "\n"
 	if got := string(appendRecord([]byte("reused"), r)[len("reused"):]); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
+	}
+
+	// ts_ns is exact beyond 2^53, and before 1970.
+	for _, ns := range []int64{1<<53 + 1, math.MaxInt64, -1, math.MinInt64} {
+		r.Timestamp = ns
+		var ev struct {
+			TS   time.Time `json:"ts"`
+			TSNs string    `json:"ts_ns"`
+		}
+		line := appendRecord(nil, r)
+		if err := json.Unmarshal(line, &ev); err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		if ev.TSNs != strconv.FormatInt(ns, 10) || !ev.TS.Equal(time.Unix(0, ns)) {
+			t.Errorf("timestamp %d: %s", ns, line)
+		}
 	}
 }
 
