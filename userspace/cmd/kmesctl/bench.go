@@ -123,12 +123,13 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	events := fs.Uint64("events", 100000, "`N` events for each phase")
 	size := fs.Int("size", 64, "payload size in `B`ytes")
 	batch := fs.Int("batch", kmes.EmitBatchMax, fmt.Sprintf("`K` events a kmes_emit_batch call (1..%d)", kmes.EmitBatchMax))
-	if help, err := parseFlags(fs, args, benchUsage, stdout); help || err != nil {
+	pos, help, err := parseFlags(fs, args, benchUsage, stdout)
+	if help || err != nil {
 		return err
 	}
 	switch {
-	case fs.NArg() > 0:
-		return usagef("kmesctl bench: unexpected argument %q: run 'kmesctl bench --help'", fs.Arg(0))
+	case len(pos) > 0:
+		return usagef("kmesctl bench: unexpected argument %q: run 'kmesctl bench --help'", pos[0])
 	case *events == 0:
 		return usagef("kmesctl bench: --events must be at least 1")
 	case *size < 1:

@@ -20,10 +20,10 @@ standard input is a msgpack payload and is sent as it is.
 func runEmit(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("emit")
 	raw := fs.Bool("raw", false, "read a msgpack payload from standard input and send it as it is")
-	if help, err := parseFlags(fs, args, emitUsage, stdout); help || err != nil {
+	args, help, err := parseFlags(fs, args, emitUsage, stdout)
+	if help || err != nil {
 		return err
 	}
-	args = fs.Args()
 	switch {
 	case len(args) == 0:
 		return usagef("kmesctl emit: no event type: run 'kmesctl emit --help'")

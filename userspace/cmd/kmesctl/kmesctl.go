@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strings"
 
 	"github.com/kmes-project/kmes/userspace/kmes"
@@ -59,7 +60,32 @@ func printTopUsage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-6s %s\n", c.name, c.summary)
 	}
-	fmt.Fprint(w, "\nRun 'kmesctl COMMAND --help' for a command's flags.\n")
+	fmt.Fprint(w, "\nRun 'kmesctl COMMAND --help' for a command's flags, 'kmesctl --version'\nfor the version. Flags may come before or after a command's arguments.\n")
+}
+
+// version is the module version kmesctl was built as, or for a build from
+// a source tree the commit it was built from ("+dirty" with local changes).
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown (no build information)"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision":
+			rev = s.Value
+		case s.Key == "vcs.modified" && s.Value == "true":
+			dirty = "+dirty"
+		}
+	}
+	if rev == "" {
+		return "(devel)"
+	}
+	return "(devel) commit " + rev[:min(len(rev), 12)] + dirty
 }
 
 // run is kmesctl with its arguments (without the program name). Its error
@@ -71,6 +97,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	switch name := args[0]; name {
 	case "-h", "-help", "--help", "help":
 		printTopUsage(stdout)
+		return nil
+	case "-version", "--version", "version":
+		fmt.Fprintf(stdout, "kmesctl %s\n", version())
 		return nil
 	default:
 		for _, c := range commands {
@@ -95,25 +124,59 @@ func newFlagSet(name string) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args. For -h or --help it prints usage and the flags
-// to stdout and returns help = true; a bad flag is a *usageError of one
-// line.
-func parseFlags(fs *flag.FlagSet, args []string, usage string, stdout io.Writer) (help bool, err error) {
-	err = fs.Parse(args)
+// parseFlags parses args, flags before, between or after the positional
+// arguments (kmesctl emit app.x --raw), which it returns; after "--"
+// everything is positional. For -h or --help it prints usage and the
+// flags, as they are typed, to stdout and returns help = true; a bad flag
+// is a *usageError of one line.
+func parseFlags(fs *flag.FlagSet, args []string, usage string, stdout io.Writer) (pos []string, help bool, err error) {
+	for {
+		err = fs.Parse(args)
+		if err != nil {
+			break
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		// The flag package stops at the first positional argument, or
+		// after a "--" it consumed.
+		if len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stdout, usage)
-		n := 0
-		fs.VisitAll(func(*flag.Flag) { n++ })
-		if n > 0 {
-			fmt.Fprint(stdout, "\nFlags:\n")
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
-			fs.SetOutput(io.Discard)
-		}
-		return true, nil
+		printFlags(stdout, fs)
+		return nil, true, nil
 	}
 	if err != nil {
-		return false, usagef("%s: %v: run '%s --help'", fs.Name(), err, fs.Name())
+		return nil, false, usagef("%s: %v: run '%s --help'", fs.Name(), err, fs.Name())
 	}
-	return false, nil
+	return pos, false, nil
+}
+
+// printFlags lists fs's flags as they are typed: --name VALUE, then what
+// the flag does and its default.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	first := true
+	fs.VisitAll(func(f *flag.Flag) {
+		if first {
+			fmt.Fprint(w, "\nFlags:\n")
+			first = false
+		}
+		name, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + name
+		}
+		fmt.Fprintf(w, "%s\n    \t%s", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			fmt.Fprintf(w, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
 }

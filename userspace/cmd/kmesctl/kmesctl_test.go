@@ -133,3 +133,35 @@ func TestEmitRuntimeErrors(t *testing.T) {
 		}
 	}
 }
+
+// Flags may follow a command's arguments, and --help lists them as they
+// are typed.
+func TestFlagsAfterArguments(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"emit", "t", "--raw", "1"}, "kmesctl emit: --raw reads the payload from standard input, not from an argument"},
+		{[]string{"emit", "t", "1", "--raw"}, "kmesctl emit: --raw reads the payload from standard input, not from an argument"},
+		{[]string{"emit", "t", "1", "--bogus"}, "kmesctl emit: flag provided but not defined: -bogus: run 'kmesctl emit --help'"},
+		{[]string{"emit", "--", "t", "1", "--raw"}, "kmesctl emit: too many arguments: run 'kmesctl emit --help'"},
+		{[]string{"stat", "x", "--json"}, `kmesctl stat: unexpected argument "x": run 'kmesctl stat --help'`},
+		{[]string{"tail", "--count", "1", "x"}, `kmesctl tail: unexpected argument "x": run 'kmesctl tail --help'`},
+	} {
+		_, _, err := runArgs(t, "", c.args...)
+		if err == nil || err.Error() != c.want {
+			t.Errorf("kmesctl %q: %v, want %q", c.args, err, c.want)
+		}
+	}
+	out, _, err := runArgs(t, "", "tail", "--help")
+	if err != nil || !strings.Contains(out, "\n  --type T\n") || strings.Contains(out, "\n  -type") {
+		t.Errorf("kmesctl tail --help: %v, flags not listed as typed:\n%s", err, out)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, _, err := runArgs(t, "", "--version")
+	if err != nil || !strings.HasPrefix(out, "kmesctl ") || strings.Count(out, "\n") != 1 {
+		t.Errorf("kmesctl --version: %v, %q", err, out)
+	}
+}

@@ -40,11 +40,12 @@ type ringStat struct {
 func runStat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("stat")
 	asJSON := fs.Bool("json", false, "print a JSON array instead of a table")
-	if help, err := parseFlags(fs, args, statUsage, stdout); help || err != nil {
+	pos, help, err := parseFlags(fs, args, statUsage, stdout)
+	if help || err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("kmesctl stat: unexpected argument %q: run 'kmesctl stat --help'", fs.Arg(0))
+	if len(pos) > 0 {
+		return usagef("kmesctl stat: unexpected argument %q: run 'kmesctl stat --help'", pos[0])
 	}
 	rings, err := attachRings()
 	if err != nil {

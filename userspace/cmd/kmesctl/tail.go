@@ -150,11 +150,12 @@ func runTail(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.IntVar(&f.cpu, "cpu", -1, "print only events of CPU `N`")
 	fromStart := fs.Bool("from-start", false, "start at the oldest event in the rings, not at the newest")
 	count := fs.Uint64("count", 0, "exit after printing `N` events (0: never)")
-	if help, err := parseFlags(fs, args, tailUsage, stdout); help || err != nil {
+	pos, help, err := parseFlags(fs, args, tailUsage, stdout)
+	if help || err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("kmesctl tail: unexpected argument %q: run 'kmesctl tail --help'", fs.Arg(0))
+	if len(pos) > 0 {
+		return usagef("kmesctl tail: unexpected argument %q: run 'kmesctl tail --help'", pos[0])
 	}
 	if f.origin > 255 || f.origin < -1 {
 		return usagef("kmesctl tail: --origin %d is not an origin class (0..255)", f.origin)
