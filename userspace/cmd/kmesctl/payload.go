@@ -115,6 +115,20 @@ func (c *mpConv) data(start int, n uint64) ([]byte, error) {
 	return s, nil
 }
 
+// bigEndian takes the n (1 to 8) data bytes at c.p, of the value at start,
+// as a big-endian unsigned integer.
+func (c *mpConv) bigEndian(start, n int) (uint64, error) {
+	s, err := c.data(start, uint64(n))
+	if err != nil {
+		return 0, err
+	}
+	var v uint64
+	for _, x := range s {
+		v = v<<8 | uint64(x)
+	}
+	return v, nil
+}
+
 // value converts the value at c.p, at depth depth.
 func (c *mpConv) value(depth int, text bool) error {
 	start := c.p
@@ -197,13 +211,9 @@ func (c *mpConv) value(depth int, text bool) error {
 		}
 		return nil
 	case 0xcb:
-		s, err := c.data(start, 8)
+		v, err := c.bigEndian(start, 8)
 		if err != nil {
 			return err
-		}
-		var v uint64
-		for _, x := range s {
-			v = v<<8 | uint64(x)
 		}
 		f := math.Float64frombits(v)
 		if text {
@@ -213,26 +223,17 @@ func (c *mpConv) value(depth int, text bool) error {
 		}
 		return nil
 	case 0xcc, 0xcd, 0xce, 0xcf: // uint 8, 16, 32, 64
-		n := 1 << (t - 0xcc)
-		s, err := c.data(start, uint64(n))
+		v, err := c.bigEndian(start, 1<<(t-0xcc))
 		if err != nil {
 			return err
-		}
-		var v uint64
-		for _, x := range s {
-			v = v<<8 | uint64(x)
 		}
 		c.out = strconv.AppendUint(c.out, v, 10)
 		return nil
 	case 0xd0, 0xd1, 0xd2, 0xd3: // int 8, 16, 32, 64
 		n := 1 << (t - 0xd0)
-		s, err := c.data(start, uint64(n))
+		v, err := c.bigEndian(start, n)
 		if err != nil {
 			return err
-		}
-		var v uint64
-		for _, x := range s {
-			v = v<<8 | uint64(x)
 		}
 		shift := 64 - 8*n
 		c.out = strconv.AppendInt(c.out, int64(v<<shift)>>shift, 10)
@@ -313,6 +314,16 @@ func (c *mpConv) more(start int, left uint64) error {
 	return nil
 }
 
+// separator appends what goes between two elements or entries: a space
+// in text mode (as %v has it), else a comma.
+func (c *mpConv) separator(text bool) {
+	if text {
+		c.out = append(c.out, ' ')
+	} else {
+		c.out = append(c.out, ',')
+	}
+}
+
 func (c *mpConv) arrayOf(start int, n uint64, depth int, text bool) error {
 	if err := c.values(start, n, 1, "elements"); err != nil {
 		return err
@@ -320,11 +331,7 @@ func (c *mpConv) arrayOf(start int, n uint64, depth int, text bool) error {
 	c.out = append(c.out, '[')
 	for i := range n {
 		if i > 0 {
-			if text {
-				c.out = append(c.out, ' ')
-			} else {
-				c.out = append(c.out, ',')
-			}
+			c.separator(text)
 		}
 		if err := c.more(start, n-i); err != nil {
 			return err
@@ -348,11 +355,7 @@ func (c *mpConv) mapOf(start int, n uint64, depth int, text bool) error {
 	}
 	for i := range n {
 		if i > 0 {
-			if text {
-				c.out = append(c.out, ' ')
-			} else {
-				c.out = append(c.out, ',')
-			}
+			c.separator(text)
 		}
 		if err := c.more(start, 2*(n-i)); err != nil {
 			return err
