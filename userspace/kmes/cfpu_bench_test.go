@@ -2,9 +2,7 @@ package kmes
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -681,19 +679,4 @@ int main(int argc, char **argv)
 }
 `
 
-func buildCFPUBench(b *testing.B) string {
-	b.Helper()
-	src := validatorSources(b)
-	dir := b.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "fpubench.c"), []byte(cFPUBench), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	bin := filepath.Join(dir, "fpubench")
-	cmd := exec.Command("gcc", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-I", src,
-		"-o", bin, "fpubench.c", filepath.Join(src, "validate.c"))
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("compile the FPU benchmark: %v\n%s", err, out)
-	}
-	return bin
-}
+func buildCFPUBench(b *testing.B) string { return buildCBenchProgram(b, "fpubench", cFPUBench) }

@@ -76,19 +76,23 @@ int main(int argc, char **argv)
 }
 `
 
-func buildCBench(b *testing.B) string {
+func buildCBench(b *testing.B) string { return buildCBenchProgram(b, "bench", cBench) }
+
+// buildCBenchProgram compiles the C program text as name with the kernel's
+// validator, natively (-O2, no sanitizers), and returns the binary.
+func buildCBenchProgram(b *testing.B, name, text string) string {
 	b.Helper()
 	src := validatorSources(b)
 	dir := b.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "bench.c"), []byte(cBench), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, name+".c"), []byte(text), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	bin := filepath.Join(dir, "bench")
-	cmd := exec.Command("gcc", "-std=gnu11", "-O2", "-Wall", "-Werror", "-I", src,
-		"-o", bin, "bench.c", filepath.Join(src, "validate.c"))
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command("gcc", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-I", src,
+		"-o", bin, name+".c", filepath.Join(src, "validate.c"))
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("compiling the C validator: %v\n%s", err, out)
+		b.Fatalf("compile %s.c with the C validator: %v\n%s", name, err, out)
 	}
 	return bin
 }
