@@ -25,7 +25,7 @@ func TestDemoPlan(t *testing.T) {
 	if got, want := strings.Join(d.Emitter, " "), "kmes-demo -interval 500ms"; got != want {
 		t.Errorf("emitter %q, want %q", got, want)
 	}
-	if got, want := strings.Join(d.Tail, " "), "kmesctl tail"; got != want {
+	if got, want := strings.Join(d.Tail, " "), "kmesctl tail -f"; got != want {
 		t.Errorf("tail %q, want %q", got, want)
 	}
 	if !slices.Contains(d.Env, "PS1=kmes# ") {
@@ -39,7 +39,7 @@ func TestDemoBanner(t *testing.T) {
 	d := guest.DemoPlan()
 	for _, ctty := range []bool{true, false} {
 		b := strings.Join(guest.DemoBanner(d, ctty), "\n")
-		for _, want := range []string{"kmes-demo -interval 500ms", "kmesctl tail", "Ctrl-A X", "shutdown"} {
+		for _, want := range []string{"kmes-demo -interval 500ms", "kmesctl tail -f", "Ctrl-A X", "shutdown"} {
 			if !strings.Contains(b, want) {
 				t.Errorf("ctty=%v: banner lacks %q:\n%s", ctty, want, b)
 			}

@@ -1,6 +1,7 @@
 package kmes
 
 import (
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,45 +27,45 @@ var goValues = map[string]int64{
 	"KMES_ORIGIN_KMES":                OriginKMES,
 	"KMES_ORIGIN_KACS":                OriginKACS,
 	"KMES_ORIGIN_LCS":                 OriginLCS,
-	"KMES_HDR_EVENT_SIZE_OFF":         HdrEventSizeOff,
-	"KMES_HDR_HEADER_SIZE_OFF":        HdrHeaderSizeOff,
-	"KMES_HDR_TIMESTAMP_OFF":          HdrTimestampOff,
-	"KMES_HDR_SEQUENCE_OFF":           HdrSequenceOff,
-	"KMES_HDR_CPU_ID_OFF":             HdrCPUIDOff,
-	"KMES_HDR_ORIGIN_CLASS_OFF":       HdrOriginClassOff,
-	"KMES_HDR_TYPE_LEN_OFF":           HdrTypeLenOff,
-	"KMES_HDR_TYPE_OFF":               HdrTypeOff,
-	"KMES_HDR_BASE_SIZE":              HdrBaseSize,
-	"KMES_CAPACITY_MIN":               CapacityMin,
-	"KMES_CAPACITY_MAX":               CapacityMax,
-	"KMES_META_PAGE_SIZE":             MetaPageSize,
-	"KMES_MAP_PRODUCER_OFF":           MapProducerOff,
-	"KMES_MAP_CONSUMER_OFF":           MapConsumerOff,
-	"KMES_MAP_DATA_OFF":               MapDataOff,
-	"KMES_META_MAGIC_OFF":             MetaMagicOff,
-	"KMES_META_VERSION_OFF":           MetaVersionOff,
-	"KMES_META_CPU_ID_OFF":            MetaCPUIDOff,
-	"KMES_META_CAPACITY_OFF":          MetaCapacityOff,
-	"KMES_META_DATA_OFFSET_OFF":       MetaDataOffOff,
-	"KMES_META_GENERATION_OFF":        MetaGenOff,
-	"KMES_META_RING_GENERATION_OFF":   MetaRingGenerationOff,
-	"KMES_META_DATA_PAGE_SIZE_OFF":    MetaDataPageSizeOff,
-	"KMES_META_WRITE_POS_OFF":         MetaWritePosOff,
-	"KMES_META_TAIL_POS_OFF":          MetaTailPosOff,
-	"KMES_META_FUTEX_COUNTER_OFF":     MetaFutexOff,
-	"KMES_META_DROPPED_OFF":           MetaDroppedOff,
-	"KMES_RING_MAGIC_LEN":             RingMagicLen,
-	"KMES_RING_VERSION":               RingVersion,
-	"KMES_META_NEED_WAKE_OFF":         MetaNeedWakeOff,
-	"KMES_EMIT_BATCH_MAX":             EmitBatchMax,
-	"KMES_EMIT_ENTRY_SIZE":            EmitEntrySize,
-	"KMES_EMIT_ENTRY_TYPE_OFF":        EmitEntryTypeOff,
-	"KMES_EMIT_ENTRY_TYPE_LEN_OFF":    EmitEntryTypeLenOff,
-	"KMES_EMIT_ENTRY_PAYLOAD_OFF":     EmitEntryPayloadOff,
-	"KMES_EMIT_ENTRY_PAYLOAD_LEN_OFF": EmitEntryPayloadLenOff,
-	"KMES_NR_EMIT_X86_64":             SysEmit,
-	"KMES_NR_ATTACH_X86_64":           SysAttach,
-	"KMES_NR_EMIT_BATCH_X86_64":       SysEmitBatch,
+	"KMES_HDR_EVENT_SIZE_OFF":         abi.HdrEventSizeOff,
+	"KMES_HDR_HEADER_SIZE_OFF":        abi.HdrHeaderSizeOff,
+	"KMES_HDR_TIMESTAMP_OFF":          abi.HdrTimestampOff,
+	"KMES_HDR_SEQUENCE_OFF":           abi.HdrSequenceOff,
+	"KMES_HDR_CPU_ID_OFF":             abi.HdrCPUIDOff,
+	"KMES_HDR_ORIGIN_CLASS_OFF":       abi.HdrOriginClassOff,
+	"KMES_HDR_TYPE_LEN_OFF":           abi.HdrTypeLenOff,
+	"KMES_HDR_TYPE_OFF":               abi.HdrTypeOff,
+	"KMES_HDR_BASE_SIZE":              abi.HdrBaseSize,
+	"KMES_CAPACITY_MIN":               abi.CapacityMin,
+	"KMES_CAPACITY_MAX":               abi.CapacityMax,
+	"KMES_META_PAGE_SIZE":             abi.MetaPageSize,
+	"KMES_MAP_PRODUCER_OFF":           abi.MapProducerOff,
+	"KMES_MAP_CONSUMER_OFF":           abi.MapConsumerOff,
+	"KMES_MAP_DATA_OFF":               abi.MapDataOff,
+	"KMES_META_MAGIC_OFF":             abi.MetaMagicOff,
+	"KMES_META_VERSION_OFF":           abi.MetaVersionOff,
+	"KMES_META_CPU_ID_OFF":            abi.MetaCPUIDOff,
+	"KMES_META_CAPACITY_OFF":          abi.MetaCapacityOff,
+	"KMES_META_DATA_OFFSET_OFF":       abi.MetaDataOffOff,
+	"KMES_META_GENERATION_OFF":        abi.MetaGenOff,
+	"KMES_META_RING_GENERATION_OFF":   abi.MetaRingGenerationOff,
+	"KMES_META_DATA_PAGE_SIZE_OFF":    abi.MetaDataPageSizeOff,
+	"KMES_META_WRITE_POS_OFF":         abi.MetaWritePosOff,
+	"KMES_META_TAIL_POS_OFF":          abi.MetaTailPosOff,
+	"KMES_META_FUTEX_COUNTER_OFF":     abi.MetaFutexOff,
+	"KMES_META_DROPPED_OFF":           abi.MetaDroppedOff,
+	"KMES_RING_MAGIC_LEN":             abi.RingMagicLen,
+	"KMES_RING_VERSION":               abi.RingVersion,
+	"KMES_META_NEED_WAKE_OFF":         abi.MetaNeedWakeOff,
+	"KMES_EMIT_BATCH_MAX":             abi.EmitBatchMax,
+	"KMES_EMIT_ENTRY_SIZE":            abi.EmitEntrySize,
+	"KMES_EMIT_ENTRY_TYPE_OFF":        abi.EmitEntryTypeOff,
+	"KMES_EMIT_ENTRY_TYPE_LEN_OFF":    abi.EmitEntryTypeLenOff,
+	"KMES_EMIT_ENTRY_PAYLOAD_OFF":     abi.EmitEntryPayloadOff,
+	"KMES_EMIT_ENTRY_PAYLOAD_LEN_OFF": abi.EmitEntryPayloadLenOff,
+	"KMES_NR_EMIT_X86_64":             abi.SysEmit,
+	"KMES_NR_ATTACH_X86_64":           abi.SysAttach,
+	"KMES_NR_EMIT_BATCH_X86_64":       abi.SysEmitBatch,
 }
 
 var define = regexp.MustCompile(`(?m)^#define\s+(KMES_\w+)\s+(\S.*?)\s*(?:/\*.*)?$`)
@@ -80,8 +81,8 @@ func TestABIMatchesUAPIHeader(t *testing.T) {
 		seen[name] = true
 		switch name {
 		case "KMES_RING_MAGIC":
-			if val != strconv.Quote(RingMagic) {
-				t.Errorf("%s is %s, Go has %q", name, val, RingMagic)
+			if val != strconv.Quote(abi.RingMagic) {
+				t.Errorf("%s is %s, Go has %q", name, val, abi.RingMagic)
 			}
 			continue
 		}
@@ -105,7 +106,7 @@ func TestABIMatchesUAPIHeader(t *testing.T) {
 		}
 	}
 	if !strings.Contains(string(b), "mmap(NULL, KMES_MAP_DATA_OFF + 2 * capacity,") {
-		t.Error("the mapping length the header documents changed: update MapSize")
+		t.Error("the mapping length the header documents changed: update abi.MapSize")
 	}
 }
 
@@ -115,11 +116,11 @@ func TestEmitEntryLayout(t *testing.T) {
 		name      string
 		got, want uintptr
 	}{
-		{"size", unsafe.Sizeof(e), EmitEntrySize},
-		{"type", unsafe.Offsetof(e.Type), EmitEntryTypeOff},
-		{"type_len", unsafe.Offsetof(e.TypeLen), EmitEntryTypeLenOff},
-		{"payload", unsafe.Offsetof(e.Payload), EmitEntryPayloadOff},
-		{"payload_len", unsafe.Offsetof(e.PayloadLen), EmitEntryPayloadLenOff},
+		{"size", unsafe.Sizeof(e), abi.EmitEntrySize},
+		{"type", unsafe.Offsetof(e.Type), abi.EmitEntryTypeOff},
+		{"type_len", unsafe.Offsetof(e.TypeLen), abi.EmitEntryTypeLenOff},
+		{"payload", unsafe.Offsetof(e.Payload), abi.EmitEntryPayloadOff},
+		{"payload_len", unsafe.Offsetof(e.PayloadLen), abi.EmitEntryPayloadLenOff},
 	} {
 		if c.got != c.want {
 			t.Errorf("emitEntry %s: %d, want %d", c.name, c.got, c.want)

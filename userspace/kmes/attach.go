@@ -2,9 +2,9 @@ package kmes
 
 import "fmt"
 
-// KernelRings is the RingSource of the running kernel: kmes_attach, then
-// an mmap of each ring.
-var KernelRings RingSource = kernelRings{}
+// KernelRings returns the RingSource of the running kernel: kmes_attach,
+// then an mmap of each ring.
+func KernelRings() RingSource { return kernelRings{} }
 
 type kernelRings struct{}
 

@@ -4,6 +4,7 @@ package kmes
 
 import (
 	"fmt"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -16,7 +17,7 @@ func attach() (fds []int, capacity uint64, err error) {
 	for {
 		buf := make([]int32, n)
 		count := n
-		_, _, errno := unix.Syscall(SysAttach, uintptr(unsafe.Pointer(&buf[0])),
+		_, _, errno := unix.Syscall(abi.SysAttach, uintptr(unsafe.Pointer(&buf[0])),
 			uintptr(unsafe.Pointer(&count)), uintptr(unsafe.Pointer(&capacity)))
 		if errno == unix.ERANGE && count > n {
 			n = count
@@ -43,9 +44,9 @@ func closeFDs(fds []int) {
 // producer page and the data read-only whatever is asked, and only the
 // consumer page (need_wake) is written.
 func mapRing(fd int, capacity uint64) (*Ring, error) {
-	m, err := unix.Mmap(fd, 0, int(MapSize(capacity)), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	m, err := unix.Mmap(fd, 0, int(abi.MapSize(capacity)), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		return nil, fmt.Errorf("mmap ring (%d bytes): %w", MapSize(capacity), err)
+		return nil, fmt.Errorf("mmap ring (%d bytes): %w", abi.MapSize(capacity), err)
 	}
 	r, err := NewMappedRing(m, func() error { return unix.Munmap(m) })
 	if err != nil {

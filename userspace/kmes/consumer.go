@@ -7,18 +7,22 @@ import (
 	"time"
 )
 
-// Options configure a Consumer or a set of Readers. The zero value reads
-// the kernel's rings from their oldest surviving events, each on a thread
-// pinned to its ring's NUMA node.
+// Options configure a Reader or a Consumer. The zero value reads the
+// kernel's rings from their oldest surviving events.
 type Options struct {
 	// FromEnd starts at the current end of each ring instead of at the
 	// oldest surviving event.
 	FromEnd bool
-	// NoPin leaves the reading threads unpinned. By default each runs on
-	// a locked OS thread allowed only on the CPUs of its ring's NUMA node
-	// (§9.1.8), so the ring is read from node-local memory.
-	NoPin bool
-	// Source gives the rings; nil means KernelRings.
+	// CPUs, if not nil, are the only CPUs whose rings are read: the others
+	// are not kept mapped. A CPU without a ring is an error.
+	CPUs []int
+	// Pin makes a Consumer read each NUMA node's rings on a thread of
+	// their own, allowed only on that node's CPUs (§9.1.8), so that the
+	// rings are read from node-local memory. It is off by default: no
+	// measurement on NUMA hardware shows it helps yet (the test machines'
+	// TCG guests model no NUMA cost), and it costs a thread per node.
+	Pin bool
+	// Source gives the rings; nil means KernelRings().
 	Source RingSource
 	// ReorderWindow is how long ReadMerged holds an event back, from the
 	// moment it was read, so that an earlier event from another CPU can
@@ -28,6 +32,11 @@ type Options struct {
 	// their types and payloads: past it the earliest goes out at once.
 	// Default DefaultMaxHeldBytes.
 	MaxHeldBytes int
+	// OnIdle, if set, is called by ReadMerged, from the goroutine that
+	// calls fn, each time it has handed out every event it read and every
+	// ring was found empty since: the moment to flush buffered output.
+	// An error stops ReadMerged as one from fn does.
+	OnIdle func() error
 	// OnError, if set, is told of the corruption a reader found and got
 	// past (a *CorruptError); it may be called from several goroutines.
 	// Corruption is counted in Stats either way.
@@ -50,7 +59,7 @@ type Stats struct {
 	Generation uint64 // of the ring being read: its own (Ring.RingGeneration)
 	Capacity   uint64 // of the ring being read, in bytes
 	PageSize   uint64 // of the ring being read: of its data pages, 0 if unknown (Ring.PageSize)
-	Events     uint64 // events returned
+	Events     uint64 // events taken from the ring: returned, or in Read's batch
 	// Lost counts events overwritten before this reader got to them:
 	// the sequence gaps across a lap (or a resynchronisation).
 	Lost uint64
@@ -64,9 +73,10 @@ type Stats struct {
 	LastSequence uint64
 }
 
-// Consumer drains every CPU's ring, one goroutine per ring. It is read
-// once, by ReadPerCPU or ReadMerged: a read while another runs fails with
-// ErrBusy, and one after it returned (the Consumer is closed by then) with
+// Consumer drains every CPU's ring (or those of Options.CPUs) with one
+// Reader, or with Options.Pin one per NUMA node. It is read once, by
+// ReadPerCPU or ReadMerged: a read while another runs fails with ErrBusy,
+// and one after it returned (the Consumer is closed by then) with
 // ErrClosed.
 type Consumer struct {
 	opts    Options
@@ -83,7 +93,7 @@ const (
 	readDone
 )
 
-// NewConsumer attaches to every CPU's ring. Close it when done.
+// NewConsumer attaches to the rings. Close it when done.
 func NewConsumer(opts *Options) (*Consumer, error) {
 	c := &Consumer{}
 	if opts != nil {
@@ -95,23 +105,48 @@ func NewConsumer(opts *Options) (*Consumer, error) {
 	if c.opts.MaxHeldBytes <= 0 {
 		c.opts.MaxHeldBytes = DefaultMaxHeldBytes
 	}
-	rds, err := NewReaders(&c.opts)
+	src, rings, err := openRings(&c.opts)
 	if err != nil {
 		return nil, err
 	}
-	c.readers = rds
+	if !c.opts.Pin {
+		c.readers = []*Reader{newReader(src, rings)}
+		return c, nil
+	}
+	// One Reader per NUMA node, named by the node's first CPU.
+	var nodes []int
+	byNode := make(map[int][]readerRing)
+	for _, r := range rings {
+		node := r.ring.CPU()
+		if cpus, err := nodeCPUs(node); err == nil {
+			node = cpus[0]
+		}
+		if _, ok := byNode[node]; !ok {
+			nodes = append(nodes, node)
+		}
+		byNode[node] = append(byNode[node], r)
+	}
+	for _, node := range nodes {
+		c.readers = append(c.readers, newReader(src, byNode[node]))
+	}
 	return c, nil
 }
 
 // Rings returns the number of rings the consumer reads.
-func (c *Consumer) Rings() int { return len(c.readers) }
+func (c *Consumer) Rings() int {
+	n := 0
+	for _, rd := range c.readers {
+		n += len(rd.rings)
+	}
+	return n
+}
 
 // Stats returns each ring's counts, in ring order. It is safe to call
 // while reading.
 func (c *Consumer) Stats() []Stats {
-	s := make([]Stats, len(c.readers))
-	for i, rd := range c.readers {
-		s[i] = rd.Stats()
+	var s []Stats
+	for _, rd := range c.readers {
+		s = append(s, rd.Stats()...)
 	}
 	return s
 }
@@ -125,10 +160,11 @@ func (c *Consumer) Close() error {
 	return nil
 }
 
-// ReadPerCPU calls fn for every event, from one goroutine per ring, until
-// Close is called (it then returns nil) or fn returns an error (it then
-// stops every reader and returns that error). The Record is reused once fn
-// returns.
+// ReadPerCPU calls fn for every event until Close is called (it then
+// returns nil) or fn returns an error (it then stops every reader and
+// returns that error): each ring's events in order, the rings in turn, a
+// chunk at a time. fn is called from one goroutine, or with Options.Pin
+// from one per NUMA node at once. The Record is reused once fn returns.
 func (c *Consumer) ReadPerCPU(fn func(*Record) error) error {
 	if err := c.begin("ReadPerCPU"); err != nil {
 		return err
@@ -178,13 +214,13 @@ func (c *Consumer) end() {
 	c.mu.Unlock()
 }
 
-// drain reads one ring on its own OS thread until the reader is closed or
-// fn fails.
+// drain reads rd's rings until it is closed or fn fails; with Pin, on
+// an OS thread of the rings' node.
 func (c *Consumer) drain(rd *Reader, fn func(*Record) error) error {
-	if !c.opts.NoPin {
+	if c.opts.Pin {
 		// The thread stays locked: it dies with the goroutine rather than
 		// go back to the runtime with a narrowed affinity.
-		if err := pinToNode(rd.CPU()); err != nil && c.opts.OnError != nil {
+		if err := pinToNode(rd.CPUs()[0]); err != nil && c.opts.OnError != nil {
 			c.opts.OnError(err)
 		}
 	}
@@ -217,10 +253,14 @@ func (c *Consumer) ReadMerged(fn func(*Record) error) error {
 		at   time.Time // when rec was read, on the monotonic clock
 	}
 	in := make(chan item, 1024)
-	index := make(map[int]int, len(c.readers))
-	for i, rd := range c.readers {
-		index[rd.CPU()] = i
-		rd.onIdle = func() { in <- item{ring: i} }
+	index := make(map[int]int) // a CPU's queue
+	for _, rd := range c.readers {
+		queue := make([]int, len(rd.rings))
+		for i, cpu := range rd.CPUs() {
+			queue[i] = len(index)
+			index[cpu] = queue[i]
+		}
+		rd.onIdle = func(i int) { in <- item{ring: queue[i]} }
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -231,9 +271,10 @@ func (c *Consumer) ReadMerged(fn func(*Record) error) error {
 		close(in)
 	}()
 
-	m := newMerge(len(c.readers), c.opts)
+	m := newMerge(len(index), c.opts)
 	tick := time.NewTicker(m.window / 4)
 	defer tick.Stop()
+	idleTold := false // OnIdle was called, and no event came since
 	for {
 		select {
 		case it, ok := <-in:
@@ -247,13 +288,34 @@ func (c *Consumer) ReadMerged(fn func(*Record) error) error {
 				m.queues[it.ring].idle = true
 			} else {
 				m.add(it.ring, it.rec, it.at)
+				idleTold = false
 			}
 		case <-tick.C:
 		}
 		if err := m.release(fn, time.Now(), false); err != nil {
 			return abandon(c, in, errc, err)
 		}
+		if c.opts.OnIdle != nil && !idleTold && len(in) == 0 && m.drained() {
+			idleTold = true
+			if err := c.opts.OnIdle(); err != nil {
+				return abandon(c, in, errc, err)
+			}
+		}
 	}
+}
+
+// drained reports whether the merge holds no event and every ring was
+// found empty after its last one.
+func (m *merge) drained() bool {
+	if m.held > 0 {
+		return false
+	}
+	for i := range m.queues {
+		if !m.queues[i].idle {
+			return false
+		}
+	}
+	return true
 }
 
 // abandon stops the readers after fn failed and waits for them.

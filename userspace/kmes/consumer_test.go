@@ -5,6 +5,7 @@ package kmes_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -358,5 +359,32 @@ func TestConsumerRefusesASecondRead(t *testing.T) {
 		if err := read(noop); !errors.Is(err, kmes.ErrClosed) {
 			t.Errorf("%s after a read returned: %v, want ErrClosed", name, err)
 		}
+	}
+}
+
+// TestConsumerMergedOnIdle: OnIdle comes once the backlog is handed out
+// and every ring was found empty, from fn's goroutine, once per idle
+// spell; its error stops ReadMerged.
+func TestConsumerMergedOnIdle(t *testing.T) {
+	s := newSource(t, 3, testCapacity)
+	for i := range 30 {
+		s.Emit(i%3, 0, "backlog", payloadFor(uint64(i), 1))
+	}
+	stop := errors.New("stop")
+	var read, idles int
+	var readAtIdle []int
+	c := newConsumer(t, &kmes.Options{Source: s, ReorderWindow: 5 * time.Millisecond, OnIdle: func() error {
+		idles++
+		readAtIdle = append(readAtIdle, read)
+		if idles == 1 {
+			// Events after an idle spell make another one.
+			s.Emit(1, 0, "later", payloadFor(99, 1))
+			return nil
+		}
+		return stop
+	}})
+	err := c.ReadMerged(func(*kmes.Record) error { read++; return nil })
+	if err != stop || !slices.Equal(readAtIdle, []int{30, 31}) {
+		t.Errorf("ReadMerged: %v, OnIdle after %v events; want stop, after [30 31]", err, readAtIdle)
 	}
 }

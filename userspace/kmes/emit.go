@@ -2,6 +2,7 @@ package kmes
 
 import (
 	"fmt"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -92,7 +93,7 @@ func checkEvent(typ string, payload []byte, l *limits, batch bool) (syscall.Errn
 	if typ == "" && !batch {
 		return syscall.EINVAL, ValidateType(typ)
 	}
-	size := uint64(HdrBaseSize) + uint64(len(typ)) + uint64(len(payload))
+	size := uint64(abi.HdrBaseSize) + uint64(len(typ)) + uint64(len(payload))
 	if l.maxEvent > 0 && size > l.maxEvent {
 		return syscall.ENOSPC, fmt.Errorf("event of %d bytes is larger than kernel.kmes.max_event_size %d", size, l.maxEvent)
 	}
@@ -130,6 +131,19 @@ func Emit(typ string, payload []byte) error {
 	return sysEmit(typ, payload)
 }
 
+// EmitUnchecked is Emit without the library's own check of the event:
+// for callers that built or validated the payload already and want to
+// save its cost. The kernel still validates the event; one it refuses
+// fails with its errno (a *SyscallError), without Emit's explanation of
+// what is wrong.
+func EmitUnchecked(typ string, payload []byte) error {
+	if typ == "" {
+		// The system call reads nothing for an empty type.
+		return syscallError("kmes_emit", syscall.EINVAL)
+	}
+	return sysEmit(typ, payload)
+}
+
 // EmitValue emits v encoded with msgpack as the payload of an event of type
 // typ.
 func EmitValue(typ string, v any) error {
@@ -141,7 +155,7 @@ func EmitValue(typ string, v any) error {
 }
 
 // EmitBatch emits events with as few kmes_emit_batch calls as it can (at
-// most EmitBatchMax events each) and returns how many were emitted. All
+// most abi.EmitBatchMax events each) and returns how many were emitted. All
 // events of one call share a timestamp and reach consumers together.
 //
 // As the kernel does, it stops at the first bad event: the ones before it
@@ -160,23 +174,38 @@ func EmitBatch(events []Event) (emitted int, err error) {
 			break
 		}
 	}
-	if good > 0 {
-		b := batchPool.Get().(*batch)
-		defer batchPool.Put(b)
-		for _, span := range batchSpans(good, EmitBatchMax) {
-			n, err := b.emit(events[span[0]:span[1]])
-			emitted += n
-			if err != nil {
-				return emitted, err
-			}
-		}
+	if emitted, err = emitBatch(events[:good]); err != nil {
+		return emitted, err
 	}
 	return emitted, bad
 }
 
+// EmitBatchUnchecked is EmitBatch without the library's own check of
+// each event (see EmitUnchecked): the kernel's is the only one, and it
+// stops the batch at the first event it refuses.
+func EmitBatchUnchecked(events []Event) (emitted int, err error) {
+	return emitBatch(events)
+}
+
+func emitBatch(events []Event) (emitted int, err error) {
+	if len(events) == 0 {
+		return 0, nil
+	}
+	b := batchPool.Get().(*batch)
+	defer batchPool.Put(b)
+	for _, span := range batchSpans(len(events), abi.EmitBatchMax) {
+		n, err := b.emit(events[span[0]:span[1]])
+		emitted += n
+		if err != nil {
+			return emitted, err
+		}
+	}
+	return emitted, nil
+}
+
 // batchPool saves EmitBatch the allocation of its entries (12 KiB) on
 // every call. A pooled batch holds no pointers to events.
-var batchPool = sync.Pool{New: func() any { return newBatch(EmitBatchMax) }}
+var batchPool = sync.Pool{New: func() any { return newBatch(abi.EmitBatchMax) }}
 
 // batchSpans splits n events into [start, end) runs of at most max events,
 // one per system call.

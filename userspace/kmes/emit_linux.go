@@ -3,6 +3,7 @@
 package kmes
 
 import (
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 	"runtime"
 	"unsafe"
 
@@ -12,7 +13,7 @@ import (
 // sysEmit is kmes_emit. The caller has checked that typ and payload are
 // not empty.
 func sysEmit(typ string, payload []byte) error {
-	_, _, errno := unix.Syscall6(SysEmit,
+	_, _, errno := unix.Syscall6(abi.SysEmit,
 		uintptr(unsafe.Pointer(unsafe.StringData(typ))), uintptr(len(typ)),
 		uintptr(unsafe.Pointer(unsafe.SliceData(payload))), uintptr(len(payload)),
 		0, 0)
@@ -41,7 +42,7 @@ func newBatch(n int) *batch {
 func (b *batch) emit(events []Event) (int, error) {
 	entries := b.fill(events)
 	var out uint32
-	_, _, errno := unix.Syscall(SysEmitBatch,
+	_, _, errno := unix.Syscall(abi.SysEmitBatch,
 		uintptr(unsafe.Pointer(unsafe.SliceData(entries))), uintptr(len(entries)),
 		uintptr(unsafe.Pointer(&out)))
 	runtime.KeepAlive(b)

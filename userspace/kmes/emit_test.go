@@ -253,3 +253,25 @@ func TestBatchEntries(t *testing.T) {
 		}
 	}
 }
+
+// TestEmitUncheckedSkipsTheLibrarysCheck: an event Emit refuses before the
+// system call reaches the kernel through EmitUnchecked and
+// EmitBatchUnchecked (on a host without KMES: ENOSYS, not EINVAL).
+func TestEmitUncheckedSkipsTheLibrarysCheck(t *testing.T) {
+	hostHasKMES(t)
+	bad := []byte{0x91} // an array missing its element
+	if err := Emit("test.event", bad); !errors.Is(err, unix.EINVAL) {
+		t.Fatalf("Emit of a bad payload: %v, want EINVAL before the system call", err)
+	}
+	if err := EmitUnchecked("test.event", bad); !errors.Is(err, unix.ENOSYS) {
+		t.Errorf("EmitUnchecked: %v, want the kernel's ENOSYS", err)
+	}
+	n, err := EmitBatchUnchecked([]Event{{"test.event", bad}})
+	var se *SyscallError
+	if n != 0 || !errors.As(err, &se) || se.Call != "kmes_emit_batch" || se.Errno != unix.ENOSYS {
+		t.Errorf("EmitBatchUnchecked: %d, %v; want the kernel's ENOSYS", n, err)
+	}
+	if n, err := EmitBatchUnchecked(nil); n != 0 || err != nil {
+		t.Errorf("EmitBatchUnchecked of nothing: %d, %v", n, err)
+	}
+}

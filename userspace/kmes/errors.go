@@ -3,12 +3,14 @@ package kmes
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"syscall"
 )
 
-// ErrClosed is returned by a Reader or Consumer that was closed.
-var ErrClosed = errors.New("kmes: closed")
+// ErrClosed is returned by a Reader, Ring or Consumer that was closed.
+// It is os.ErrClosed, so errors.Is(err, os.ErrClosed) holds.
+var ErrClosed = os.ErrClosed
 
 // ErrUnsupported is wrapped by the error of everything that needs the
 // kernel's KMES on a platform other than linux/amd64, the only one KMES is

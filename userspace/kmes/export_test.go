@@ -8,7 +8,7 @@ import (
 // MisalignFutex points rd's futex word at an unaligned address in its
 // consumer page (zero bytes), where FUTEX_WAIT fails with EINVAL.
 func MisalignFutex(rd *Reader) {
-	rd.ring.futex = (*atomic.Uint32)(unsafe.Add(unsafe.Pointer(rd.ring.needWake), 65))
+	rd.rings[0].ring.futex = (*atomic.Uint32)(unsafe.Add(unsafe.Pointer(rd.rings[0].ring.needWake), 65))
 }
 
 // SetCloser makes r.Close call f, as it does for a ring Attach mapped.

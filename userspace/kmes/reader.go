@@ -3,13 +3,16 @@ package kmes
 import (
 	"errors"
 	"fmt"
+	"iter"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // RingSource gives a Reader its rings: the kernel's through kmes_attach by
-// default, or a simulator's in tests.
+// default (KernelRings), or a simulator's in tests (package kmestest).
 type RingSource interface {
 	// Rings attaches to and maps every CPU's ring, in the kernel's order.
 	Rings() ([]*Ring, error)
@@ -25,162 +28,410 @@ const (
 	// costs little.
 	spinMax = 1 << 12
 	spinMin = 16
-	// closeWakeEvery is how often Close repeats its wake-up while the
-	// reader has not left its wait: a wake sent just before the reader
-	// entered FUTEX_WAIT is not seen.
-	closeWakeEvery = time.Millisecond
+	// ringsPerWait is how many rings one thread waits on: one futex_waitv
+	// takes 128 words, and the thread's own wake word is one of them.
+	ringsPerWait = futexWaitvMax - 1
+	// readBatch is how many events Read takes from a ring at a time.
+	readBatch = 64
+	// reattachRetry is how long a Reader waits before it asks its source
+	// again for a ring that replaced one, when the source still hands out
+	// the old ring.
+	reattachRetry = time.Millisecond
 )
 
-// Reader reads one CPU's ring and blocks when it is empty: the whole read
-// protocol of KMES.md §4, generation changes included. Read is for one
-// goroutine; Close and Stats may be called from any.
+// ErrFlushed is returned by a read that Flush ended before an event came.
+var ErrFlushed = errors.New("kmes: flushed")
+
+// Reader reads one or more CPUs' rings and blocks while they are all
+// empty: the whole read protocol of KMES.md §4, generation changes
+// included. NewReader gives one Reader for every ring (or the CPUs of
+// Options.CPUs), NewReaders one Reader per ring. Events come in each
+// ring's order; the rings take turns, a chunk at a time. (Consumer's
+// ReadMerged orders them by time across rings.)
+//
+// A blocked Reader waits for all its rings at once with futex_waitv: one
+// thread for up to 127 rings, and a goroutine more, parked in the kernel,
+// for each 127 beyond. ReadEvents, Read and the iterators are for one
+// goroutine; Close, Flush, SetDeadline, Stats and CPUs may be called from
+// any.
 //
 // When kernel.kmes.buffer_capacity changes, the kernel replaces every
-// ring (a swap) and wakes their sleepers. Read then drains the old ring
-// up to its final write_pos, attaches again, unmaps the old ring (no file
-// descriptor is kept open) and goes on in the new one after the last
-// event it passed: no event is returned twice, and none is lost unless
-// the producer overran the new ring before the Reader got to it.
-// Until a Read does this the Reader keeps the old ring mapped, and the
-// kernel refuses the next swap with EBUSY: keep reading, or Close the
-// Reader.
+// ring (a swap) and wakes their sleepers. The Reader then drains the old
+// ring up to its final write_pos, attaches again, unmaps the old ring (no
+// file descriptor is kept open) and goes on in the new one after the last
+// event it passed: no event is returned twice, and none is lost unless the
+// producer overran the new ring before the Reader got to it. Until a read
+// does this the Reader keeps the old ring mapped, and the kernel refuses
+// the next swap with EBUSY: keep reading, or Close the Reader.
 type Reader struct {
-	src   RingSource
-	index int
+	src RingSource
 
-	mu   sync.Mutex // guards ring against Stats during a re-attach
-	ring *Ring
+	mu    sync.Mutex // guards rings[i].ring against Stats and CPUs during a re-attach
+	rings []readerRing
+	next  int // the ring the next read looks at first: rings take turns
+	spin  int
+	// pending are the events of Read's last batch not returned yet: Read
+	// takes events from a ring as ReadEvents does, a batch at a time, and
+	// ReadEvents returns these first.
+	pending []View
+	batch   [readBatch]View
+	// onIdle, if set, is called with a ring's index when a read finds the
+	// ring empty after it returned events from it (or for the first
+	// time): ReadMerged learns that nothing older is coming from it.
+	onIdle func(i int)
 
-	spin int
-	// onIdle, if set, is called from Read each time it finds the ring
-	// empty, before it waits: ReadMerged learns that nothing older is
-	// coming from this ring.
-	onIdle  func()
-	closed  atomic.Bool
-	reading atomic.Bool // a Read is running: it, not Close, unmaps the ring
-	waiting atomic.Bool // Read is in or about to enter FUTEX_WAIT
-	release sync.Once
+	// ctl is the Reader's own futex word, among those it sleeps on:
+	// Close, Flush, SetDeadline and the watchers bump it, then wake it.
+	ctl      atomic.Uint32
+	closed   atomic.Bool
+	flush    atomic.Bool
+	deadline atomic.Pointer[time.Time]
+	reading  atomic.Bool // a read is running: it, not Close, unmaps the rings
+	release  sync.Once
+
+	wait     []futexWaiter // the sleeping thread's words: its rings', then ctl
+	watchers []*watcher    // one per ringsPerWait rings past the first
+	watching sync.WaitGroup
+	waitErr  atomic.Pointer[error] // a watcher's failed wait, for the reader
 }
 
-// NewReaders attaches to every CPU's ring (the kernel's, or opts.Source's)
-// and returns one Reader per ring, at tail_pos or, with opts.FromEnd, at
-// the current end.
+type readerRing struct {
+	index int // in the RingSource's order
+	ring  *Ring
+	idle  bool // found empty since its last event
+}
+
+// NewReader attaches to every CPU's ring (the kernel's, or opts.Source's;
+// only opts.CPUs' if set) and returns one Reader for all of them, at
+// tail_pos or, with opts.FromEnd, at the current end. Close it when done.
+func NewReader(opts *Options) (*Reader, error) {
+	src, rings, err := openRings(opts)
+	if err != nil {
+		return nil, err
+	}
+	return newReader(src, rings), nil
+}
+
+// NewReaders is NewReader with one Reader per ring, in ring order, for a
+// goroutine per ring.
 func NewReaders(opts *Options) ([]*Reader, error) {
+	src, rings, err := openRings(opts)
+	if err != nil {
+		return nil, err
+	}
+	rds := make([]*Reader, len(rings))
+	for i := range rings {
+		rds[i] = newReader(src, rings[i:i+1])
+	}
+	return rds, nil
+}
+
+// openRings maps the rings opts asks for.
+func openRings(opts *Options) (RingSource, []readerRing, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
 	src := opts.Source
 	if src == nil {
-		src = KernelRings
+		src = KernelRings()
 	}
-	rings, err := src.Rings()
+	all, err := src.Rings()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	rds := make([]*Reader, len(rings))
-	for i, ring := range rings {
+	rings := make([]readerRing, 0, len(all))
+	for i, ring := range all {
+		if opts.CPUs != nil && !slices.Contains(opts.CPUs, ring.CPU()) {
+			ring.Close()
+			continue
+		}
 		if opts.FromEnd {
 			ring.SeekEnd()
 		}
-		rds[i] = &Reader{src: src, index: i, ring: ring, spin: spinMin}
+		rings = append(rings, readerRing{index: i, ring: ring})
 	}
-	return rds, nil
+	for _, cpu := range opts.CPUs {
+		if !slices.ContainsFunc(rings, func(r readerRing) bool { return r.ring.CPU() == cpu }) {
+			have := make([]int, len(all))
+			for i, r := range all {
+				have[i] = r.CPU()
+			}
+			for _, r := range rings {
+				r.ring.Close()
+			}
+			return nil, nil, fmt.Errorf("attach rings: no ring of cpu %d (the kernel has rings of cpus %v)", cpu, have)
+		}
+	}
+	return src, rings, nil
 }
 
-// CPU returns the CPU of the reader's ring.
-func (rd *Reader) CPU() int { return rd.current().CPU() }
+func newReader(src RingSource, rings []readerRing) *Reader {
+	rd := &Reader{src: src, rings: rings, spin: spinMin}
+	for first := ringsPerWait; first < len(rings); first += ringsPerWait {
+		w := &watcher{first: first, end: min(first+ringsPerWait, len(rings))}
+		rd.watchers = append(rd.watchers, w)
+		rd.watching.Add(1)
+		go rd.watch(w)
+	}
+	return rd
+}
 
-// Stats returns what the reader counted so far.
-func (rd *Reader) Stats() Stats { return rd.current().Stats() }
-
-func (rd *Reader) current() *Ring {
+// CPUs returns the CPUs of the Reader's rings, in ring order.
+func (rd *Reader) CPUs() []int {
 	rd.mu.Lock()
 	defer rd.mu.Unlock()
-	return rd.ring
+	cpus := make([]int, len(rd.rings))
+	for i := range rd.rings {
+		cpus[i] = rd.rings[i].ring.CPU() // not idle, which the reader writes
+	}
+	return cpus
 }
 
-// Read returns the next event in rec, waiting for one if need be. It
-// returns ErrClosed once the Reader is closed, a *CorruptError (after
-// which reading may go on) when the ring holds an impossible event, and a
-// "futex_wait: " error when it cannot sleep (which would recur). rec's
-// Payload points into the Reader's memory until the next Read.
-func (rd *Reader) Read(rec *Record) error {
-	rd.reading.Store(true)
-	// The common case first: an event is there.
-	if !rd.closed.Load() {
-		if ok, err := rd.ring.Read(rec); ok || err != nil {
-			rd.reading.Store(false)
-			return err
-		}
+// Stats returns what the Reader counted on each ring, in ring order. It
+// is safe to call while reading and after Close.
+func (rd *Reader) Stats() []Stats {
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	s := make([]Stats, len(rd.rings))
+	for i := range rd.rings {
+		s[i] = rd.rings[i].ring.Stats()
 	}
-	err := rd.read(rec)
+	return s
+}
+
+// ReadEvents fills dst with the next events from one ring, from one chunk
+// of its bytes, and returns how many; it waits while every ring is empty.
+// The closed flag, the generation and the counts are checked once per
+// call, not per event. The Views are valid until the next read from this
+// Reader (ReadEvents, Read, an iterator's next step), which reuses their
+// memory, or until Close.
+//
+// Each View says what was lost or dropped on its CPU just before it
+// (View.Lost, View.Dropped). Errors: ErrClosed (which is os.ErrClosed)
+// once the Reader is closed; os.ErrDeadlineExceeded when the deadline
+// passed with nothing to read (a deadline in the past makes a read that
+// never blocks); ErrFlushed when Flush ended the wait; a *CorruptError
+// (after which reading may go on) when a ring holds an impossible event;
+// a "futex_waitv: " error when it cannot sleep, which would recur.
+func (rd *Reader) ReadEvents(dst []View) (int, error) {
+	if len(rd.pending) > 0 && !rd.closed.Load() {
+		n := copy(dst, rd.pending)
+		rd.pending = rd.pending[n:]
+		return n, nil
+	}
+	rd.reading.Store(true)
+	n, err := rd.readEvents(dst)
 	rd.reading.Store(false)
-	if err == ErrClosed { // read returns it as it is
+	if rd.closed.Load() {
+		// Close may have left the unmap to this read (the views are
+		// in the Reader's memory, not the mapping).
 		rd.unmap()
 	}
-	return err
+	return n, err
 }
 
-// each calls fn with every event until the Reader is closed (it then
-// returns nil) or fn fails, and tells onCorrupt of corruption it got past.
-// It is Read in a loop that says once, not per event, that it is reading.
-func (rd *Reader) each(fn func(*Record) error, onCorrupt func(error)) error {
-	rd.reading.Store(true)
-	defer rd.reading.Store(false)
-	var rec Record
-	for {
-		err := rd.read(&rec)
-		switch {
-		case err == nil:
-			if err := fn(&rec); err != nil {
-				return err
-			}
-		case err == ErrClosed:
-			rd.unmap()
-			return nil
-		case errors.Is(err, ErrCorrupt):
-			onCorrupt(err)
-		default:
+// Read returns the next event in rec, waiting for one if need be: a
+// ReadEvents of one event, and the same errors. rec's Payload and Raw
+// point into the Reader's memory until the next read.
+func (rd *Reader) Read(rec *Record) error {
+	if len(rd.pending) == 0 || rd.closed.Load() {
+		n, err := rd.ReadEvents(rd.batch[:])
+		if n == 0 {
 			return err
+		}
+		rd.pending = rd.batch[:n]
+	}
+	rd.pending[0].record(rec)
+	rd.pending = rd.pending[1:]
+	return nil
+}
+
+// Views iterates over the events, a View at a time, read in batches: the
+// fastest way to go through them. Each View is valid until the next step.
+// The iteration ends when the Reader is closed, or with the error of a
+// read that fails: os.ErrDeadlineExceeded, or a futex error. A
+// *CorruptError and ErrFlushed are yielded and reading goes on, unless the
+// loop breaks.
+func (rd *Reader) Views() iter.Seq2[*View, error] {
+	return func(yield func(*View, error) bool) {
+		views := make([]View, 64)
+		for {
+			n, err := rd.ReadEvents(views)
+			for i := range n {
+				if !yield(&views[i], nil) {
+					return
+				}
+			}
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrClosed):
+				return
+			case errors.Is(err, ErrCorrupt) || err == ErrFlushed:
+				if !yield(nil, err) {
+					return
+				}
+			default:
+				yield(nil, err)
+				return
+			}
 		}
 	}
 }
 
-// read is Read for a caller that has said it is reading.
-func (rd *Reader) read(rec *Record) error {
+// Records is Views with each event in a Record, valid until the next
+// step (Clone it to keep it).
+func (rd *Reader) Records() iter.Seq2[*Record, error] {
+	return func(yield func(*Record, error) bool) {
+		var rec Record
+		for v, err := range rd.Views() {
+			if err != nil {
+				if !yield(nil, err) {
+					return
+				}
+				continue
+			}
+			v.record(&rec)
+			if !yield(&rec, nil) {
+				return
+			}
+		}
+	}
+}
+
+// SetDeadline makes reads that would wait past t return
+// os.ErrDeadlineExceeded; a zero t waits for ever, a t in the past makes
+// reads return what is ready without waiting. A read waiting now follows
+// the new deadline.
+func (rd *Reader) SetDeadline(t time.Time) {
+	if t.IsZero() {
+		rd.deadline.Store(nil)
+	} else {
+		rd.deadline.Store(&t)
+	}
+	rd.wake()
+}
+
+// Flush makes a waiting read return at once: with the events that are
+// ready, or ErrFlushed. With no read waiting, the next read that would
+// wait returns ErrFlushed instead.
+func (rd *Reader) Flush() {
+	rd.flush.Store(true)
+	rd.wake()
+}
+
+// Close makes reads return ErrClosed, waking one that waits, and unmaps
+// the rings (at once, or when a running read returns). It may be called
+// more than once and from any goroutine.
+func (rd *Reader) Close() error {
+	if rd.closed.Swap(true) {
+		return nil
+	}
+	rd.wake()
+	for _, w := range rd.watchers {
+		w.req.Add(1)
+		futexWake(&w.req)
+	}
+	rd.watching.Wait()
+	if !rd.reading.Load() {
+		rd.unmap()
+	}
+	return nil
+}
+
+// wake bumps and wakes the Reader's own word: a read about to sleep
+// loaded it before it looked at the rings and flags, so it does not sleep
+// through what changed since.
+func (rd *Reader) wake() {
+	rd.ctl.Add(1)
+	futexWake(&rd.ctl)
+}
+
+// unmap releases the rings once; the Reader is closed and no read uses
+// them.
+func (rd *Reader) unmap() {
+	rd.release.Do(func() {
+		rd.mu.Lock()
+		defer rd.mu.Unlock()
+		for i := range rd.rings {
+			rd.rings[i].ring.Close()
+		}
+	})
+}
+
+// readEvents is ReadEvents for a caller that has said it is reading.
+func (rd *Reader) readEvents(dst []View) (int, error) {
 	for {
 		if rd.closed.Load() {
-			return ErrClosed
+			return 0, ErrClosed
 		}
-		// The generation is read before the ring is found empty: once it
-		// changed, write_pos is final and an empty ring is drained.
-		replaced := rd.ring.generationChanged()
-		ok, err := rd.ring.Read(rec)
-		if ok || err != nil {
-			return err
-		}
-		if replaced {
-			if err := rd.reattach(); err != nil {
-				return err
+		n, err := rd.scan(dst)
+		if n > 0 || err != nil {
+			if rd.flush.Load() {
+				rd.flush.Store(false) // this read did not wait: the flush is served
 			}
-			continue
+			return n, err
 		}
-		if rd.onIdle != nil {
-			rd.onIdle()
+		if len(dst) == 0 {
+			return 0, nil
+		}
+		if rd.flush.Swap(false) {
+			return 0, ErrFlushed
+		}
+		if d := rd.deadline.Load(); d != nil && !time.Now().Before(*d) {
+			return 0, os.ErrDeadlineExceeded
 		}
 		if !rd.spinWait() {
 			if err := rd.sleep(); err != nil {
-				return err
+				return 0, err
 			}
 		}
 	}
 }
 
-// spinWait polls the ring for a while and reports whether it became ready.
+// scan reads from the first ring, in turn, that has events.
+func (rd *Reader) scan(dst []View) (int, error) {
+	for k := range rd.rings {
+		i := (rd.next + k) % len(rd.rings)
+		rr := &rd.rings[i]
+		for {
+			// The generation is read before the ring is found empty: once
+			// it changed, write_pos is final and an empty ring is drained.
+			replaced := rr.ring.generationChanged()
+			n, err := rr.ring.ReadEvents(dst)
+			if n > 0 || err != nil {
+				rr.idle = false
+				rd.next = i + 1
+				return n, err
+			}
+			if !replaced {
+				break
+			}
+			if ok, err := rd.reattach(i); !ok || err != nil {
+				return 0, err
+			}
+		}
+		if !rr.idle {
+			rr.idle = true
+			if rd.onIdle != nil {
+				rd.onIdle(i)
+			}
+		}
+	}
+	return 0, nil
+}
+
+// spinWait polls the rings for a while and reports whether one became
+// ready or the Reader's word moved (Close, Flush, SetDeadline).
 func (rd *Reader) spinWait() bool {
-	for i := 0; i < rd.spin; i++ {
-		if rd.ring.ready() || rd.closed.Load() {
-			rd.spin = min(rd.spin*2, spinMax)
+	c := rd.ctl.Load()
+	for i := 0; i < rd.spin; i += len(rd.rings) {
+		for _, r := range rd.rings {
+			if r.ring.ready() {
+				rd.spin = min(rd.spin*2, spinMax)
+				return true
+			}
+		}
+		if rd.ctl.Load() != c {
 			return true
 		}
 	}
@@ -188,62 +439,172 @@ func (rd *Reader) spinWait() bool {
 	return false
 }
 
-// sleep waits on the ring's futex until the producer wakes it or Close
-// does. The wait has no timeout: the wait protocol loses no wake-up.
+// sleep waits until a producer wakes one of the rings, or the Reader's
+// word moves; it may return early, never late. The rings are armed as
+// KMES.md §4 says (Ring.arm), all of them before any is looked at again:
+// a producer that publishes after that look sees need_wake set and bumps
+// a counter loaded before, so the wait returns. The Reader's word is
+// loaded before the flags are looked at, and Close, Flush and
+// SetDeadline set theirs before they bump it: none is slept through.
+// Rings past the first ringsPerWait are waited on by the watchers, which
+// bump the word when one of theirs is woken.
 func (rd *Reader) sleep() error {
-	rd.waiting.Store(true)
-	defer rd.waiting.Store(false)
-	val, sleep := rd.ring.armWait()
-	if !sleep || rd.closed.Load() {
+	c := rd.ctl.Load()
+	if rd.closed.Load() || rd.flush.Load() {
 		return nil
 	}
-	return futexWait(rd.ring.futex, val)
-}
-
-// reattach replaces a ring whose generation changed, after it was drained,
-// and unmaps it at once: the kernel refuses a further swap while a
-// replaced ring is mapped.
-func (rd *Reader) reattach() error {
-	old := rd.ring
-	ring, err := rd.src.Ring(rd.index)
-	if err != nil {
-		return fmt.Errorf("re-attach ring of cpu %d after generation %d: %w", old.CPU(), old.gen0, err)
+	var deadline time.Time
+	if d := rd.deadline.Load(); d != nil {
+		deadline = *d
 	}
-	if ring.gen0 == old.gen0 {
-		// The source still hands out the old ring: it is not replaced
-		// yet. Try again after a wait rather than spin.
-		ring.Close()
-		time.Sleep(closeWakeEvery)
-		return nil
+	ws := rd.wait[:0]
+	for _, r := range rd.rings[:min(len(rd.rings), ringsPerWait)] {
+		ws = append(ws, sharedWaiter(r.ring.futex, r.ring.arm()))
 	}
-	ring.SeekTail()
-	ring.follow(old)
-	rd.mu.Lock()
-	rd.ring = ring
-	rd.mu.Unlock()
-	return old.Close()
-}
-
-// Close makes Read return ErrClosed, waking it if it sleeps, and unmaps
-// the ring (at once, or when a running Read returns). It may be called
-// more than once and from any goroutine.
-func (rd *Reader) Close() error {
-	if rd.closed.Swap(true) {
-		return nil
+	for _, w := range rd.watchers {
+		w.request(rd.rings[w.first:w.end])
 	}
-	// Until the reader leaves its wait, wake it again: a wake that comes
-	// just before it enters FUTEX_WAIT is not seen.
-	for rd.waiting.Load() {
-		futexWake(rd.current().futex)
-		time.Sleep(closeWakeEvery)
+	for _, r := range rd.rings {
+		if r.ring.ready() {
+			return nil
+		}
 	}
-	if !rd.reading.Load() {
-		rd.unmap()
+	ws = append(ws, privateWaiter(&rd.ctl, c))
+	rd.wait = ws
+	if _, err := futexWaitv(ws, deadline); err != nil {
+		return err
+	}
+	if p := rd.waitErr.Load(); p != nil {
+		return *p
 	}
 	return nil
 }
 
-// unmap releases the ring once; the Reader is closed and no Read uses it.
-func (rd *Reader) unmap() {
-	rd.release.Do(func() { rd.current().Close() })
+// watcher waits, on its own goroutine, for the rings first..end of a
+// Reader that has more than ringsPerWait, while the Reader sleeps. The
+// Reader arms the rings and hands it their words; the watcher never
+// touches the rings itself, so a ring unmapped as it waits costs nothing
+// but a stale request.
+type watcher struct {
+	first, end int
+	req        atomic.Uint32 // bumped for a new request, a cancel, or Close
+	mu         sync.Mutex    // guards words
+	words      []futexWaiter // the request: armed rings' words, none when cancelled
+}
+
+// request hands the watcher the words of its armed rings.
+func (w *watcher) request(rings []readerRing) {
+	w.mu.Lock()
+	w.words = w.words[:0]
+	for _, r := range rings {
+		w.words = append(w.words, sharedWaiter(r.ring.futex, r.ring.arm()))
+	}
+	w.mu.Unlock()
+	w.req.Add(1)
+	futexWake(&w.req)
+}
+
+// cancel withdraws the request before one of the watcher's rings is
+// unmapped: a watcher that took the request before sees req move, and
+// ignores what its wait on the unmapped ring returned.
+func (w *watcher) cancel() {
+	w.mu.Lock()
+	w.words = w.words[:0]
+	w.mu.Unlock()
+	w.req.Add(1)
+	futexWake(&w.req)
+}
+
+// watch serves w's requests until the Reader is closed: it waits on the
+// request's words and its own req, and wakes the Reader when a ring's
+// word, not req, ended the wait.
+func (rd *Reader) watch(w *watcher) {
+	defer rd.watching.Done()
+	var seen uint32
+	var own []futexWaiter
+	for {
+		r := w.req.Load()
+		// Close sets closed before it bumps req: a req that includes the
+		// bump comes with closed set.
+		if rd.closed.Load() {
+			return
+		}
+		if r == seen {
+			if err := futexWait(&w.req, r); err != nil {
+				rd.fail(err)
+				return
+			}
+			continue
+		}
+		seen = r
+		w.mu.Lock()
+		own = append(own[:0], w.words...)
+		w.mu.Unlock()
+		if len(own) == 0 {
+			continue // cancelled
+		}
+		own = append(own, privateWaiter(&w.req, r))
+		_, err := futexWaitv(own, time.Time{})
+		switch {
+		case w.req.Load() != r:
+			// A new request, a cancel or Close: the Reader is awake.
+		case err != nil:
+			rd.fail(err)
+			return
+		default:
+			rd.wake()
+		}
+	}
+}
+
+// fail hands a watcher's error to the Reader and wakes it.
+func (rd *Reader) fail(err error) {
+	rd.waitErr.CompareAndSwap(nil, &err)
+	rd.wake()
+}
+
+// reattach replaces ring i, whose generation changed, after it was
+// drained, and unmaps the old ring at once: the kernel refuses a further
+// swap while a replaced ring is mapped. It returns false when the source
+// still hands out the old ring.
+func (rd *Reader) reattach(i int) (bool, error) {
+	old := rd.rings[i].ring
+	ring, err := rd.src.Ring(rd.rings[i].index)
+	if err != nil {
+		return false, fmt.Errorf("re-attach ring of cpu %d after generation %d: %w", old.CPU(), old.gen0, err)
+	}
+	if ring.gen0 == old.gen0 {
+		// Not replaced yet: try again after a wait rather than spin.
+		ring.Close()
+		time.Sleep(reattachRetry)
+		return false, nil
+	}
+	ring.SeekTail()
+	ring.follow(old)
+	if i >= ringsPerWait {
+		rd.watchers[i/ringsPerWait-1].cancel()
+	}
+	rd.mu.Lock()
+	rd.rings[i].ring = ring
+	rd.mu.Unlock()
+	return true, old.Close()
+}
+
+// each calls fn with every event until the Reader is closed (it then
+// returns nil) or fn fails, and tells onCorrupt of corruption it got past.
+func (rd *Reader) each(fn func(*Record) error, onCorrupt func(error)) error {
+	for rec, err := range rd.Records() {
+		switch {
+		case err == nil:
+			if err := fn(rec); err != nil {
+				return err
+			}
+		case errors.Is(err, ErrCorrupt):
+			onCorrupt(err)
+		case err == ErrFlushed:
+		default:
+			return err
+		}
+	}
+	return nil
 }

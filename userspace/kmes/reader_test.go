@@ -13,13 +13,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kmes-project/kmes/userspace/internal/ringsim"
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmestest"
 )
 
-func newSource(t testing.TB, n int, capacity uint64) *ringsim.Source {
+func newSource(t testing.TB, n int, capacity uint64) *kmestest.Source {
 	t.Helper()
-	s, err := ringsim.NewSource(n, capacity)
+	s, err := kmestest.NewSource(n, capacity)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func newSource(t testing.TB, n int, capacity uint64) *ringsim.Source {
 	return s
 }
 
-func newReaders(t testing.TB, s *ringsim.Source, fromEnd bool) []*kmes.Reader {
+func newReaders(t testing.TB, s *kmestest.Source, fromEnd bool) []*kmes.Reader {
 	t.Helper()
 	rds, err := kmes.NewReaders(&kmes.Options{Source: s, FromEnd: fromEnd})
 	if err != nil {
@@ -88,7 +88,7 @@ func TestReaderRacingWriter(t *testing.T) {
 		read++
 	}
 	<-done
-	st := rd.Stats()
+	st := rd.Stats()[0]
 	if st.Events != read || st.Events+st.Lost != total || st.Dropped != 0 || st.Corrupt != 0 {
 		t.Fatalf("stats %+v after reading %d of %d", st, read, total)
 	}
@@ -245,7 +245,7 @@ func TestReaderFollowsAGenerationChange(t *testing.T) {
 					t.FailNow()
 				}
 			}
-			if st := rd.Stats(); st.Generation != 2 || st.Events != 15 || st.Lost != 0 || st.Dropped != 0 {
+			if st := rd.Stats()[0]; st.Generation != 2 || st.Events != 15 || st.Lost != 0 || st.Dropped != 0 {
 				t.Errorf("stats %+v", st)
 			}
 		})
@@ -273,7 +273,7 @@ func TestReaderGenerationChangeLosesOnlyTheOldest(t *testing.T) {
 			t.Fatalf("read %v, sequence %d, want %d", err, rec.Sequence, want)
 		}
 	}
-	if st := rd.Stats(); st.Lost != 0 || st.Generation != 2 {
+	if st := rd.Stats()[0]; st.Lost != 0 || st.Generation != 2 {
 		t.Errorf("stats %+v", st)
 	}
 }
@@ -343,7 +343,7 @@ func TestReaderSwapUnderLoad(t *testing.T) {
 		last = rec.Sequence
 	}
 	<-stop
-	st := rd.Stats()
+	st := rd.Stats()[0]
 	if st.Events+st.Lost != total || st.Generation != uint64(1+swaps.Load()) {
 		t.Fatalf("stats %+v after %d swaps", st, swaps.Load())
 	}
@@ -408,8 +408,8 @@ func TestReaderReportsAFailingFutexWait(t *testing.T) {
 	}()
 	select {
 	case err := <-got:
-		if !errors.Is(err, unix.EINVAL) || !strings.HasPrefix(err.Error(), "futex_wait: ") {
-			t.Fatalf("Read returned %v, want futex_wait: EINVAL", err)
+		if !errors.Is(err, unix.EINVAL) || !strings.HasPrefix(err.Error(), "futex_waitv: ") {
+			t.Fatalf("Read returned %v, want futex_waitv: EINVAL", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Read did not return: the failing futex wait made it spin")

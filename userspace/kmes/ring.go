@@ -3,6 +3,7 @@ package kmes
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 	"math/bits"
 	"runtime"
 	"sync/atomic"
@@ -11,7 +12,7 @@ import (
 
 // Ring reads one mapped ring: the consumer half of the protocol of
 // KMES.md §4 over a []byte, with no system call. The mapping is laid out
-// as kmes_attach's mmap gives it (MapSize bytes: producer page, consumer
+// as kmes_attach's mmap gives it (abi.MapSize bytes: producer page, consumer
 // page, data mapped twice); Attach makes one, and so can a simulator.
 //
 // Shared words and their ordering (the producer's side is in the kernel's
@@ -118,42 +119,42 @@ func NewRing(mapping []byte) (*Ring, error) {
 	if runtime.GOARCH != "amd64" {
 		return nil, fmt.Errorf("open ring: %w", ErrUnsupported)
 	}
-	if len(mapping) < MapDataOff {
+	if len(mapping) < abi.MapDataOff {
 		return nil, fmt.Errorf("open ring: mapping of %d bytes is shorter than the metadata pages", len(mapping))
 	}
 	if uintptr(unsafe.Pointer(&mapping[0]))%8 != 0 {
 		return nil, fmt.Errorf("open ring: mapping is not 8-byte aligned")
 	}
-	meta := mapping[:MetaPageSize]
-	if string(meta[MetaMagicOff:MetaMagicOff+RingMagicLen]) != RingMagic {
-		return nil, fmt.Errorf("open ring: bad magic %q", meta[MetaMagicOff:MetaMagicOff+RingMagicLen])
+	meta := mapping[:abi.MetaPageSize]
+	if string(meta[abi.MetaMagicOff:abi.MetaMagicOff+abi.RingMagicLen]) != abi.RingMagic {
+		return nil, fmt.Errorf("open ring: bad magic %q", meta[abi.MetaMagicOff:abi.MetaMagicOff+abi.RingMagicLen])
 	}
-	if v := binary.LittleEndian.Uint32(meta[MetaVersionOff:]); v != RingVersion {
-		return nil, fmt.Errorf("open ring: version %d, this library reads version %d", v, RingVersion)
+	if v := binary.LittleEndian.Uint32(meta[abi.MetaVersionOff:]); v != abi.RingVersion {
+		return nil, fmt.Errorf("open ring: version %d, this library reads version %d", v, abi.RingVersion)
 	}
-	capacity := binary.LittleEndian.Uint64(meta[MetaCapacityOff:])
-	if capacity < CapacityMin || capacity > CapacityMax || bits.OnesCount64(capacity) != 1 {
-		return nil, fmt.Errorf("open ring: capacity %d is not a power of two in [%d, %d]", capacity, CapacityMin, CapacityMax)
+	capacity := binary.LittleEndian.Uint64(meta[abi.MetaCapacityOff:])
+	if capacity < abi.CapacityMin || capacity > abi.CapacityMax || bits.OnesCount64(capacity) != 1 {
+		return nil, fmt.Errorf("open ring: capacity %d is not a power of two in [%d, %d]", capacity, abi.CapacityMin, abi.CapacityMax)
 	}
-	if off := binary.LittleEndian.Uint64(meta[MetaDataOffOff:]); off != MapDataOff {
-		return nil, fmt.Errorf("open ring: data offset %d, want %d", off, MapDataOff)
+	if off := binary.LittleEndian.Uint64(meta[abi.MetaDataOffOff:]); off != abi.MapDataOff {
+		return nil, fmt.Errorf("open ring: data offset %d, want %d", off, abi.MapDataOff)
 	}
-	if uint64(len(mapping)) < MapSize(capacity) {
-		return nil, fmt.Errorf("open ring: mapping of %d bytes, a ring of capacity %d needs %d", len(mapping), capacity, MapSize(capacity))
+	if uint64(len(mapping)) < abi.MapSize(capacity) {
+		return nil, fmt.Errorf("open ring: mapping of %d bytes, a ring of capacity %d needs %d", len(mapping), capacity, abi.MapSize(capacity))
 	}
 	r := &Ring{
-		data:     mapping[MapDataOff:MapSize(capacity)],
+		data:     mapping[abi.MapDataOff:abi.MapSize(capacity)],
 		capacity: capacity,
 		mask:     capacity - 1,
-		cpu:      int(binary.LittleEndian.Uint16(meta[MetaCPUIDOff:])),
+		cpu:      int(binary.LittleEndian.Uint16(meta[abi.MetaCPUIDOff:])),
 		// Not checked: a reader does not need it, and an older kernel
 		// leaves it 0.
-		pageSize: uint64(binary.LittleEndian.Uint32(meta[MetaDataPageSizeOff:])),
-		futex:    (*atomic.Uint32)(unsafe.Pointer(&mapping[MetaFutexOff])),
-		needWake: (*atomic.Uint32)(unsafe.Pointer(&mapping[MetaNeedWakeOff])),
+		pageSize: uint64(binary.LittleEndian.Uint32(meta[abi.MetaDataPageSizeOff:])),
+		futex:    (*atomic.Uint32)(unsafe.Pointer(&mapping[abi.MetaFutexOff])),
+		needWake: (*atomic.Uint32)(unsafe.Pointer(&mapping[abi.MetaNeedWakeOff])),
 	}
 	r.positions(meta)
-	r.gen0 = binary.LittleEndian.Uint64(meta[MetaRingGenerationOff:])
+	r.gen0 = binary.LittleEndian.Uint64(meta[abi.MetaRingGenerationOff:])
 	if r.gen0 == 0 {
 		// Laid out before ring_generation: the word at open is all there
 		// is, though a swap between kmes_attach and the mmap has already
@@ -178,10 +179,10 @@ func NewMappedRing(mapping []byte, unmap func() error) (*Ring, error) {
 // positions points write_pos, tail_pos, the generation and the dropped
 // count into meta, a producer page.
 func (r *Ring) positions(meta []byte) {
-	r.writePos = (*atomic.Uint64)(unsafe.Pointer(&meta[MetaWritePosOff]))
-	r.tailPos = (*atomic.Uint64)(unsafe.Pointer(&meta[MetaTailPosOff]))
-	r.gen = (*atomic.Uint64)(unsafe.Pointer(&meta[MetaGenOff]))
-	r.dropped = (*atomic.Uint64)(unsafe.Pointer(&meta[MetaDroppedOff]))
+	r.writePos = (*atomic.Uint64)(unsafe.Pointer(&meta[abi.MetaWritePosOff]))
+	r.tailPos = (*atomic.Uint64)(unsafe.Pointer(&meta[abi.MetaTailPosOff]))
+	r.gen = (*atomic.Uint64)(unsafe.Pointer(&meta[abi.MetaGenOff]))
+	r.dropped = (*atomic.Uint64)(unsafe.Pointer(&meta[abi.MetaDroppedOff]))
 }
 
 // CPU returns the CPU the ring belongs to.
@@ -243,17 +244,20 @@ func (r *Ring) SeekEnd() {
 // the producer overwrites before they are read count as lost from there.
 func (r *Ring) SeekTail() {
 	r.readPos = r.tailPos.Load()
-	if r.readPos == r.writePos.Load() {
-		// Empty. A CPU's first ring that was never written to starts at
-		// sequence 1; otherwise the next number is unknown.
-		if r.readPos == 0 && r.gen0 == 1 && !r.count.known {
-			r.count.lastSeq, r.count.known = 0, true
-		}
+	if r.readPos == 0 && r.gen0 == 1 && !r.count.known {
+		// A CPU's first ring, never overwritten: it holds every event
+		// since boot, from sequence 1 on, so a first event numbered
+		// above 1 follows events dropped before the ring.
+		r.count.lastSeq, r.count.known = 0, true
+		r.publish()
 		return
+	}
+	if r.readPos == r.writePos.Load() {
+		return // empty: the next number is unknown
 	}
 	// The sequence number of the event at tail_pos, if it was not
 	// overwritten while it was read, is where counting starts.
-	seq := binary.LittleEndian.Uint64(r.data[r.readPos&r.mask+HdrSequenceOff:])
+	seq := binary.LittleEndian.Uint64(r.data[r.readPos&r.mask+abi.HdrSequenceOff:])
 	if r.tailPos.Load() == r.readPos && seq != 0 && !r.count.known {
 		r.count.lastSeq, r.count.known = seq-1, true
 		r.publish()
@@ -285,7 +289,7 @@ func (r *Ring) Close() error {
 	// mapping goes, so nothing reads it once it is unmapped. The futex
 	// words stay: a closed Ring never waits, and Reader.Close may still
 	// wake on them from another goroutine.
-	r.positions(make([]byte, MetaPageSize))
+	r.positions(make([]byte, abi.MetaPageSize))
 	r.data, r.buf = nil, nil
 	r.readPos, r.bufPos, r.bufW = 0, 0, 0
 	c := r.closer
@@ -301,68 +305,114 @@ func (r *Ring) Close() error {
 // is final.
 func (r *Ring) generationChanged() bool { return r.gen.Load() != r.gen0 }
 
-// Read returns the next event in rec. It returns false when there is none
-// yet, and a *CorruptError when the event at the read position has sizes
-// that cannot be right; the reader has then already moved on to the next
-// position it can trust, so reading may go on. rec's Payload and Raw point
-// into the Ring's own copy of the events, valid until the next Read.
+// Read returns the next event in rec, as ReadEvents would one View. It
+// returns false when there is none yet. rec's Payload and Raw point into
+// the Ring's own copy of the events, valid until the next read.
+func (r *Ring) Read(rec *Record) (bool, error) {
+	var v [1]View
+	n, err := r.ReadEvents(v[:])
+	if n == 0 {
+		return false, err
+	}
+	v[0].record(rec)
+	return true, nil
+}
+
+// ReadEvents fills dst with the next events, as many as fit, from one
+// chunk the ring's bytes were copied out in: it returns 0 and no error
+// when there is none yet, and a *CorruptError (with no event) when the
+// event at the read position has sizes that cannot be right; the reader
+// has then already moved on to the next position it can trust, so reading
+// may go on. ErrClosed once the Ring is closed.
+//
+// The views point into the Ring's private copy of the chunk, never into
+// the mapping, which the producer may overwrite: they stay valid until
+// the next ReadEvents or Read of this Ring, which may reuse that memory.
 //
 // Events are copied out of the ring a chunk at a time, with one check of
 // tail_pos after each copy rather than one per event: a chunk copied
 // while tail_pos stayed at or behind its start is whole, since the
 // producer moves tail_pos past bytes before it overwrites them.
-func (r *Ring) Read(rec *Record) (bool, error) {
-	for {
+func (r *Ring) ReadEvents(dst []View) (int, error) {
+	if r.data == nil {
+		return 0, fmt.Errorf("read ring of cpu %d: %w", r.cpu, ErrClosed)
+	}
+	if len(dst) == 0 {
+		return 0, nil
+	}
+	n := 0
+	for n == 0 {
 		if r.readPos >= r.bufPos && r.readPos-r.bufPos < uint64(len(r.buf)) {
-			ev := r.buf[r.readPos-r.bufPos:]
-			size := uint64(HdrBaseSize) // what must be there to read the header
-			if len(ev) >= HdrBaseSize {
-				size = uint64(binary.LittleEndian.Uint32(ev))
-			}
-			if size <= uint64(len(ev)) {
-				// ev holds at least a header: size came from it.
-				hdr := binary.LittleEndian.Uint32(ev[HdrHeaderSizeOff:])
-				typeLen := uint32(binary.LittleEndian.Uint16(ev[HdrTypeLenOff:]))
-				if size <= HdrBaseSize || size > r.capacity/2 || uint64(hdr) > size ||
-					typeLen == 0 || HdrBaseSize+typeLen > hdr {
-					return false, r.corrupt(size, r.sizeProblem(size, hdr, typeLen))
-				}
-				r.readPos += size
-				// The Record's fields, inline: this runs once per event.
-				ev = ev[:size:size]
-				rec.raw = ev
-				rec.Timestamp = int64(binary.LittleEndian.Uint64(ev[HdrTimestampOff:]))
-				rec.Sequence = binary.LittleEndian.Uint64(ev[HdrSequenceOff:])
-				rec.CPU = int(binary.LittleEndian.Uint16(ev[HdrCPUIDOff:]))
-				rec.Origin = ev[HdrOriginClassOff]
-				// A type that repeats the previous event's keeps its string:
-				// no allocation per event.
-				if typ := ev[HdrTypeOff : HdrTypeOff+typeLen]; !sameString(typ, rec.Type) {
-					rec.Type = string(typ)
-				}
-				rec.Payload = ev[hdr:]
-				if rec.Sequence <= r.skipThrough {
-					continue
-				}
-				r.account(rec.Sequence)
-				if r.unpublished >= publishEvery || r.readPos == r.bufW {
-					r.publish()
-				}
-				return true, nil
-			}
-			// The event does not fit the copy: either it cannot be, or the
-			// chunk cut it off and fill copies it whole from its start.
-			switch {
-			case size > r.capacity/2:
-				return false, r.corrupt(size, "larger than half the ring")
-			case size > r.bufW-r.readPos:
-				return false, r.corrupt(size, "beyond write_pos")
+			var err error
+			if n, err = r.parse(dst); n > 0 || err != nil {
+				return n, err
 			}
 		}
 		if ok, err := r.fill(); !ok || err != nil {
-			return false, err
+			return 0, err
 		}
 	}
+	return n, nil
+}
+
+// parse hands out the whole events of the chunk in r.buf from the read
+// position on, at most len(dst). It returns 0 when the first event is cut
+// off by the chunk's end (fill then copies it whole), and a *CorruptError
+// when that event cannot be; past the first it stops before either.
+func (r *Ring) parse(dst []View) (int, error) {
+	buf := r.buf[r.readPos-r.bufPos:]
+	c := &r.count
+	n, gap := 0, false
+	for n < len(dst) && len(buf) >= abi.HdrBaseSize {
+		size := uint64(binary.LittleEndian.Uint32(buf))
+		hdr := binary.LittleEndian.Uint32(buf[abi.HdrHeaderSizeOff:])
+		typeLen := uint32(binary.LittleEndian.Uint16(buf[abi.HdrTypeLenOff:]))
+		if size > uint64(len(buf)) || size <= abi.HdrBaseSize || size > r.capacity/2 ||
+			uint64(hdr) > size || typeLen == 0 || abi.HdrBaseSize+typeLen > hdr {
+			room := min(size, uint64(len(buf))) // the chunk holds all of it
+			if size > room {
+				room = r.bufW - r.readPos // it may go on past the chunk
+			}
+			if n > 0 || size > uint64(len(buf)) && size <= r.capacity/2 && size <= room {
+				break // the next call reports it, or fill copies it whole
+			}
+			return 0, r.corrupt(size, r.sizeProblem(size, hdr, typeLen, room))
+		}
+		ev := buf[:size:size]
+		buf = buf[size:]
+		r.readPos += size
+		seq := binary.LittleEndian.Uint64(ev[abi.HdrSequenceOff:])
+		if seq <= r.skipThrough {
+			continue
+		}
+		// The sequence gap before the event: overwritten if the reader
+		// was lapped since the last one, else dropped before the ring.
+		var lost, dropped uint64
+		if c.known && seq > c.lastSeq+1 {
+			if r.lapped {
+				lost = seq - c.lastSeq - 1
+			} else {
+				dropped = seq - c.lastSeq - 1
+			}
+			c.lost += lost
+			c.dropped += dropped
+			gap = true
+		}
+		r.lapped = false
+		c.lastSeq, c.known = seq, true
+		dst[n] = View{raw: ev, hdr: hdr, lost: lost, dropped: dropped}
+		n++
+	}
+	if n == 0 && len(buf) > 0 && len(buf) < abi.HdrBaseSize && r.bufW-r.readPos < abi.HdrBaseSize {
+		// Not even a header before write_pos.
+		return 0, r.corrupt(abi.HdrBaseSize, "beyond write_pos")
+	}
+	c.events += uint64(n)
+	r.unpublished += n
+	if gap || r.unpublished >= publishEvery || r.readPos == r.bufW {
+		r.publish()
+	}
+	return n, nil
 }
 
 // chunkSize is how much Read copies out of the ring at a time.
@@ -405,13 +455,16 @@ func (r *Ring) fill() (bool, error) {
 	}
 }
 
-// sizeProblem says which check an event failed.
-func (r *Ring) sizeProblem(size uint64, hdr, typeLen uint32) string {
+// sizeProblem says which check an event failed; room is how much of it
+// write_pos said was there.
+func (r *Ring) sizeProblem(size uint64, hdr, typeLen uint32, room uint64) string {
 	switch {
-	case size <= HdrBaseSize:
+	case size <= abi.HdrBaseSize:
 		return "smaller than a header"
 	case size > r.capacity/2:
 		return "larger than half the ring"
+	case size > room:
+		return "beyond write_pos"
 	case uint64(hdr) > size:
 		return fmt.Sprintf("header_size %d is larger", hdr)
 	case typeLen == 0:
@@ -440,25 +493,6 @@ func (r *Ring) corrupt(size uint64, reason string) error {
 	r.count.corrupt++
 	r.publish()
 	return &CorruptError{CPU: r.cpu, Pos: pos, Size: uint32(size), Reason: reason, Skipped: next - pos}
-}
-
-// account counts the sequence gap before an event: events overwritten if
-// the reader was lapped since the last one, else dropped before they
-// reached the ring.
-func (r *Ring) account(seq uint64) {
-	c := &r.count
-	if c.known && seq > c.lastSeq+1 {
-		if r.lapped {
-			c.lost += seq - c.lastSeq - 1
-		} else {
-			c.dropped += seq - c.lastSeq - 1
-		}
-		r.unpublished = publishEvery // show a gap at once
-	}
-	r.lapped = false
-	c.lastSeq, c.known = seq, true
-	c.events++
-	r.unpublished++
 }
 
 // follow makes r, a new generation of old's ring, go on where old stopped:
@@ -499,33 +533,30 @@ func (r *Ring) lastSequence() (uint64, bool) {
 	for pos := r.tailPos.Load(); pos < w; {
 		off := pos & r.mask
 		size := uint64(binary.LittleEndian.Uint32(r.data[off:]))
-		if size <= HdrBaseSize || size > r.capacity/2 || size > w-pos {
+		if size <= abi.HdrBaseSize || size > r.capacity/2 || size > w-pos {
 			return 0, false
 		}
-		last = binary.LittleEndian.Uint64(r.data[off+HdrSequenceOff:])
+		last = binary.LittleEndian.Uint64(r.data[off+abi.HdrSequenceOff:])
 		pos += size
 	}
 	return last, last != 0
 }
 
-// armWait prepares to sleep (KMES.md §4, Wait). It returns the counter
-// to pass to FUTEX_WAIT, or false when there is something to read after
-// all. No wake-up is lost, whatever other readers of the ring do. A
-// publish whose need_wake check comes before our store stored write_pos
-// before that check, so our re-load sees it. One whose check comes after
-// finds need_wake set, or cleared since our store by the producer's
-// previous check: either way a bump follows our store, hence our load of
-// the counter, and FUTEX_WAIT on the value loaded returns at once or is
-// woken. Were the counter loaded after the store, a clear and bump
-// between the two would leave us asleep on the new value, our request
-// gone.
-func (r *Ring) armWait() (uint32, bool) {
+// arm prepares to sleep on the ring (KMES.md §4, Wait): it loads the
+// counter to wait on, then asks the producer for a wake-up. The caller
+// then looks at the ring again (ready) before it sleeps. No wake-up is
+// lost, whatever other readers of the ring do. A publish whose need_wake
+// check comes before our store stored write_pos before that check, so
+// the second look sees it. One whose check comes after finds need_wake
+// set, or cleared since our store by the producer's previous check:
+// either way a bump follows our store, hence our load of the counter, and
+// a wait on the value loaded returns at once or is woken. Were the
+// counter loaded after the store, a clear and bump between the two would
+// leave us asleep on the new value, our request gone.
+func (r *Ring) arm() uint32 {
 	v := r.futex.Load()
 	r.needWake.Store(1)
-	if r.ready() {
-		return 0, false
-	}
-	return v, true
+	return v
 }
 
 // ready reports, without side effects, whether Read would find something

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -14,15 +15,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kmes-project/kmes/userspace/internal/ringsim"
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
+	"github.com/kmes-project/kmes/userspace/kmestest"
 )
 
-const testCapacity = kmes.CapacityMin // 64 KiB: wraps quickly
+const testCapacity = abi.CapacityMin // 64 KiB: wraps quickly
 
-func newSimRing(t testing.TB, capacity uint64) (*ringsim.Ring, *kmes.Ring) {
+func newSimRing(t testing.TB, capacity uint64) (*kmestest.Ring, *kmes.Ring) {
 	t.Helper()
-	p, err := ringsim.New(3, capacity, 1)
+	p, err := kmestest.New(3, capacity, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +82,7 @@ func TestRingReadsEveryHeaderField(t *testing.T) {
 			got.Origin != w.Origin || got.Type != w.Type || !bytes.Equal(got.Payload, w.Payload) {
 			t.Errorf("event %d = %+v, want %+v", i, *got, w)
 		}
-		if len(got.Raw()) != kmes.HdrBaseSize+len(w.Type)+len(w.Payload) {
+		if len(got.Raw()) != abi.HdrBaseSize+len(w.Type)+len(w.Payload) {
 			t.Errorf("event %d: raw is %d bytes", i, len(got.Raw()))
 		}
 	}
@@ -368,11 +370,11 @@ func TestNewRingRejectsBadMappings(t *testing.T) {
 	}{
 		{"short", good[:100], "shorter than the metadata pages"},
 		{"magic", mutate(0, 'X'), "bad magic"},
-		{"version", mutate(kmes.MetaVersionOff, 2), "version 2"},
-		{"capacity not a power of two", mutate(kmes.MetaCapacityOff, le64(testCapacity+1)...), "not a power of two"},
-		{"capacity too small", mutate(kmes.MetaCapacityOff, le64(4096)...), "not a power of two in"},
-		{"data offset", mutate(kmes.MetaDataOffOff, le64(4096)...), "data offset 4096"},
-		{"mapping too short for the capacity", good[:kmes.MapSize(testCapacity)-1], "needs"},
+		{"version", mutate(abi.MetaVersionOff, 2), "version 2"},
+		{"capacity not a power of two", mutate(abi.MetaCapacityOff, le64(testCapacity+1)...), "not a power of two"},
+		{"capacity too small", mutate(abi.MetaCapacityOff, le64(4096)...), "not a power of two in"},
+		{"data offset", mutate(abi.MetaDataOffOff, le64(4096)...), "data offset 4096"},
+		{"mapping too short for the capacity", good[:abi.MapSize(testCapacity)-1], "needs"},
 	}
 	for _, c := range cases {
 		if _, err := kmes.NewRing(c.m); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -389,8 +391,8 @@ func TestSimulatorMapsTheReaderReadOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m[kmes.MetaNeedWakeOff] = 0
-	for _, off := range []int{0, kmes.MetaWritePosOff, kmes.MapDataOff, kmes.MapDataOff + testCapacity} {
+	m[abi.MetaNeedWakeOff] = 0
+	for _, off := range []int{0, abi.MetaWritePosOff, abi.MapDataOff, abi.MapDataOff + testCapacity} {
 		if !faults(func() { m[off] = 1 }) {
 			t.Errorf("write at offset %d did not fault", off)
 		}
@@ -495,7 +497,7 @@ func TestRingAfterClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	copy(m, src[:kmes.MapDataOff])
+	copy(m, src[:abi.MapDataOff])
 	r, err := kmes.NewRing(m)
 	if err != nil {
 		t.Fatal(err)
@@ -520,8 +522,8 @@ func TestRingAfterClose(t *testing.T) {
 	}) {
 		t.Fatal("the Ring read its unmapped pages after Close")
 	}
-	if w != 0 || tail != 0 || gen != 0 || read != 0 || ok || rerr != nil {
-		t.Errorf("after Close: write_pos %d, tail_pos %d, generation %d, read position %d, Read %v %v; want zeros and nothing read",
+	if w != 0 || tail != 0 || gen != 0 || read != 0 || ok || !errors.Is(rerr, os.ErrClosed) {
+		t.Errorf("after Close: write_pos %d, tail_pos %d, generation %d, read position %d, Read %v %v; want zeros, nothing read and os.ErrClosed",
 			w, tail, gen, read, ok, rerr)
 	}
 	if g := r.RingGeneration(); g != 1 {
@@ -569,7 +571,7 @@ func TestRingGeneration(t *testing.T) {
 		}
 	})
 	t.Run("producer page without it", func(t *testing.T) {
-		p, err := ringsim.New(0, testCapacity, 5)
+		p, err := kmestest.New(0, testCapacity, 5)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -599,7 +601,7 @@ func TestRingGeneration(t *testing.T) {
 // opens like any other value. Stats carries it, and Close keeps it.
 func TestRingPageSize(t *testing.T) {
 	for _, want := range []uint64{4096, 2 << 20, 0} {
-		p, err := ringsim.New(1, testCapacity, 1)
+		p, err := kmestest.New(1, testCapacity, 1)
 		if err != nil {
 			t.Fatal(err)
 		}

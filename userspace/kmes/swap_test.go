@@ -12,19 +12,19 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kmes-project/kmes/userspace/internal/ringsim"
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmestest"
 )
 
 // The tests of this file swap rings as a write of
-// kernel.kmes.buffer_capacity does (ringsim.Source.SetCapacity): every
+// kernel.kmes.buffer_capacity does (kmestest.Source.SetCapacity): every
 // CPU at once, refused with EBUSY while a reader still maps a ring a
 // swap replaced.
 
 // setCapacity calls src.SetCapacity until it is not refused with EBUSY
 // (a reader has not followed the last swap yet), for up to 10 s. It
 // returns the number of refusals.
-func setCapacity(t testing.TB, src *ringsim.Source, capacity uint64) int {
+func setCapacity(t testing.TB, src *kmestest.Source, capacity uint64) int {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for busy := 0; ; busy++ {
@@ -87,7 +87,7 @@ func TestReaderSkipsWhatTheSwapCopied(t *testing.T) {
 					t.FailNow()
 				}
 			}
-			st := rd.Stats()
+			st := rd.Stats()[0]
 			if st.Generation != 2 || st.Capacity != 2*testCapacity || st.Lost != 0 || st.Dropped != 0 || st.LastSequence != last+1 ||
 				st.Events != uint64(c.read)+last+2-c.want {
 				t.Errorf("stats %+v", st)
@@ -133,7 +133,7 @@ func TestReaderReleasesTheReplacedRing(t *testing.T) {
 	// Reader 0 was woken by the swap and moved to the new ring; reader 1
 	// keeps its old one.
 	waitReplaced(1)
-	if got := rds[0].Stats().Generation; got != 2 {
+	if got := rds[0].Stats()[0].Generation; got != 2 {
 		t.Errorf("the sleeping reader is at generation %d, want 2", got)
 	}
 	if err := src.SetCapacity(testCapacity); !errors.Is(err, unix.EBUSY) {
@@ -155,7 +155,7 @@ func TestReaderReleasesTheReplacedRing(t *testing.T) {
 		t.Fatalf("swap after the idle reader closed: %v", err)
 	}
 	waitReplaced(0)
-	if got := rds[0].Stats(); got.Generation != 3 || got.Capacity != testCapacity {
+	if got := rds[0].Stats()[0]; got.Generation != 3 || got.Capacity != testCapacity {
 		t.Errorf("reader after the second swap: %+v, want generation 3, capacity %d", got, testCapacity)
 	}
 	rds[0].Close()
@@ -237,7 +237,7 @@ func TestSwapLoop(t *testing.T) {
 			log := newCPULog(ncpu, per)
 			var stop func() []kmes.Stats
 			if merged {
-				c, err := kmes.NewConsumer(&kmes.Options{Source: src, FromEnd: true, NoPin: true})
+				c, err := kmes.NewConsumer(&kmes.Options{Source: src, FromEnd: true})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -269,7 +269,7 @@ func TestSwapLoop(t *testing.T) {
 								return
 							}
 							if err != nil {
-								t.Errorf("cpu %d: read: %v", rd.CPU(), err)
+								t.Errorf("cpu %d: read: %v", rd.CPUs()[0], err)
 								return
 							}
 							log.add(&rec)
@@ -283,7 +283,7 @@ func TestSwapLoop(t *testing.T) {
 					}
 					wg.Wait()
 					for _, rd := range rds {
-						st = append(st, rd.Stats())
+						st = append(st, rd.Stats()[0])
 					}
 					return st
 				}
@@ -370,7 +370,7 @@ func TestSetCapacitySameIsNoSwap(t *testing.T) {
 // descriptor just before the swap, and the mmap came after it. Ring (the
 // re-attach) is the simulator's.
 type lateMapped struct {
-	*ringsim.Source
+	*kmestest.Source
 	rings []*kmes.Ring
 }
 
@@ -400,7 +400,7 @@ func TestReaderOfARingMappedAfterItsSwap(t *testing.T) {
 	}
 	rd := rds[0]
 	defer rd.Close()
-	if st := rd.Stats(); st.Generation != 1 || st.Capacity != testCapacity {
+	if st := rd.Stats()[0]; st.Generation != 1 || st.Capacity != testCapacity {
 		t.Errorf("stats of the ring mapped after its swap: %+v, want its own generation 1, capacity %d", st, testCapacity)
 	}
 	src.Emit(0, 0, "late", payloadFor(4, 8)) // into the new ring
@@ -427,14 +427,14 @@ func TestReaderOfARingMappedAfterItsSwap(t *testing.T) {
 		case err := <-done:
 			t.Fatalf("read: %v, want sequence %d", err, want)
 		case <-time.After(5 * time.Second):
-			st, mapped := rd.Stats(), src.Replaced()
+			st, mapped := rd.Stats()[0], src.Replaced()
 			rd.Close()
 			<-done
 			t.Fatalf("sequence %d not read after 5 s: the reader sleeps on the replaced ring (stats %+v, %d replaced rings mapped)",
 				want, st, mapped)
 		}
 	}
-	if st := rd.Stats(); st.Generation != 2 || st.Capacity != 2*testCapacity || st.Events != 4 || st.Lost != 0 || st.Dropped != 0 {
+	if st := rd.Stats()[0]; st.Generation != 2 || st.Capacity != 2*testCapacity || st.Events != 4 || st.Lost != 0 || st.Dropped != 0 {
 		t.Errorf("stats after following the swap: %+v", st)
 	}
 	if n := src.Replaced(); n != 0 {
@@ -481,7 +481,7 @@ func TestReaderWithoutRingGeneration(t *testing.T) {
 			read(3)
 		}
 		read(gen + 2)
-		if st := rd.Stats(); st.Generation != gen || st.Lost != 0 || st.Dropped != 0 {
+		if st := rd.Stats()[0]; st.Generation != gen || st.Lost != 0 || st.Dropped != 0 {
 			t.Errorf("stats %+v, want generation %d, nothing lost or dropped", st, gen)
 		}
 	}

@@ -5,6 +5,7 @@ package kmes
 import (
 	"fmt"
 	"sync/atomic"
+	"time"
 )
 
 // KMES is wired for linux/amd64 only: its system call numbers are
@@ -27,8 +28,22 @@ func newBatch(int) *batch { return &batch{} }
 
 func (*batch) emit([]Event) (int, error) { return 0, unsupported("kmes_emit_batch") }
 
+type futexWaiter struct{}
+
+const futexWaitvMax = 128
+
+func sharedWaiter(*atomic.Uint32, uint32) futexWaiter { return futexWaiter{} }
+
+func privateWaiter(*atomic.Uint32, uint32) futexWaiter { return futexWaiter{} }
+
+func futexWaitv([]futexWaiter, time.Time) (int, error) { return -1, unsupported("futex_waitv") }
+
 func futexWait(*atomic.Uint32, uint32) error { return unsupported("futex_wait") }
 
 func futexWake(*atomic.Uint32) {}
 
 func pinToNode(cpu int) error { return unsupported(fmt.Sprintf("pin reader of cpu %d", cpu)) }
+
+func nodeCPUs(cpu int) ([]int, error) {
+	return nil, unsupported(fmt.Sprintf("find the NUMA node of cpu %d", cpu))
+}

@@ -25,7 +25,7 @@ const DemoInterval = "500ms"
 func DemoPlan() Demo {
 	return Demo{
 		Emitter: []string{"kmes-demo", "-interval", DemoInterval},
-		Tail:    []string{"kmesctl", "tail"},
+		Tail:    []string{"kmesctl", "tail", "-f"},
 		Shell:   []string{"gosh"},
 		Env:     []string{"PS1=kmes# "},
 	}

@@ -4,6 +4,7 @@
 package bench
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 	"github.com/kmes-project/kmes/vm/guest"
 )
 
@@ -44,7 +46,7 @@ func TestSyscalls(t *testing.T) {
 
 	ev64, ev1k := newEvent(t, 64), newEvent(t, 1024)
 	if err := ev64.emit(); err == unix.ENOSYS {
-		t.Fatalf("kmes_emit (syscall %d): ENOSYS: this kernel has no KMES system calls (built without the syscall patches or with CONFIG_KMES=n)", kmes.SysEmit)
+		t.Fatalf("kmes_emit (syscall %d): ENOSYS: this kernel has no KMES system calls (built without the syscall patches or with CONFIG_KMES=n)", abi.SysEmit)
 	} else if err != nil {
 		t.Fatalf("kmes_emit of a 64-byte event: %v", err)
 	}
@@ -100,7 +102,7 @@ type event struct {
 }
 
 func newEvent(t *testing.T, size int) event {
-	n := size - kmes.HdrBaseSize - len(benchType)
+	n := size - abi.HdrBaseSize - len(benchType)
 	var p []byte
 	switch {
 	case n >= 2 && n-2 <= 0xff:
@@ -116,7 +118,7 @@ func newEvent(t *testing.T, size int) event {
 // emit is kmes_emit(type, type_len, payload, payload_len). The buffers are
 // on the heap, which does not move, and live as long as e.
 func (e event) emit() error {
-	_, _, errno := unix.RawSyscall6(kmes.SysEmit,
+	_, _, errno := unix.RawSyscall6(abi.SysEmit,
 		uintptr(unsafe.Pointer(&e.typ[0])), uintptr(len(e.typ)),
 		uintptr(unsafe.Pointer(&e.payload[0])), uintptr(len(e.payload)), 0, 0)
 	runtime.KeepAlive(e)
@@ -136,13 +138,13 @@ type batch struct {
 }
 
 func newBatch(ev event, count int) batch {
-	b := batch{ev: ev, entries: make([]byte, count*kmes.EmitEntrySize), count: count, emitted: new(uint32)}
+	b := batch{ev: ev, entries: make([]byte, count*abi.EmitEntrySize), count: count, emitted: new(uint32)}
 	for i := 0; i < count; i++ {
-		e := b.entries[i*kmes.EmitEntrySize:]
-		binary.LittleEndian.PutUint64(e[kmes.EmitEntryTypeOff:], uint64(uintptr(unsafe.Pointer(&ev.typ[0]))))
-		binary.LittleEndian.PutUint16(e[kmes.EmitEntryTypeLenOff:], uint16(len(ev.typ)))
-		binary.LittleEndian.PutUint64(e[kmes.EmitEntryPayloadOff:], uint64(uintptr(unsafe.Pointer(&ev.payload[0]))))
-		binary.LittleEndian.PutUint32(e[kmes.EmitEntryPayloadLenOff:], uint32(len(ev.payload)))
+		e := b.entries[i*abi.EmitEntrySize:]
+		binary.LittleEndian.PutUint64(e[abi.EmitEntryTypeOff:], uint64(uintptr(unsafe.Pointer(&ev.typ[0]))))
+		binary.LittleEndian.PutUint16(e[abi.EmitEntryTypeLenOff:], uint16(len(ev.typ)))
+		binary.LittleEndian.PutUint64(e[abi.EmitEntryPayloadOff:], uint64(uintptr(unsafe.Pointer(&ev.payload[0]))))
+		binary.LittleEndian.PutUint32(e[abi.EmitEntryPayloadLenOff:], uint32(len(ev.payload)))
 	}
 	return b
 }
@@ -150,7 +152,7 @@ func newBatch(ev event, count int) batch {
 // emit is kmes_emit_batch(entries, count, &emitted); it fails unless every
 // entry was emitted.
 func (b batch) emit() error {
-	_, _, errno := unix.RawSyscall(kmes.SysEmitBatch,
+	_, _, errno := unix.RawSyscall(abi.SysEmitBatch,
 		uintptr(unsafe.Pointer(&b.entries[0])), uintptr(b.count), uintptr(unsafe.Pointer(b.emitted)))
 	runtime.KeepAlive(b)
 	if errno != 0 {
@@ -246,43 +248,61 @@ func debugfsRun(t *testing.T, name string, n int) map[string]uint64 {
 // drain is timed), per event, in MB/s and in events/s for 64-byte and
 // 1 KiB events (TestBPFDrain records the same for the BPF ring buffer),
 // beside a plain copy() of the 1 KiB events' bytes. Under icount a second
-// is 1e9 instructions, so MB/s reads MB per 1e9 instructions. The ratio
-// (drain MB/s / copy MB/s, goal >= 0.5) is recorded, not enforced.
+// is 1e9 instructions, so MB/s reads MB per 1e9 instructions. Three ways:
+//
+//   - drain_*: ReadEvents into 256 Views, every payload byte of every
+//     event read (compared with what was emitted), as a consumer would;
+//   - drain_views_*: the same without reading the payloads: the library's
+//     own cost;
+//   - drain_record_*: Read into a Record, one event a call, payloads not
+//     read (the only way before ReadEvents).
+//
+// The ratios to the copy (goal >= 0.5 for drain_views) are recorded, not
+// enforced.
 func TestDrain(t *testing.T) {
 	pinCPU0(t)
-	rds, err := kmes.NewReaders(&kmes.Options{FromEnd: true})
+	rd, err := kmes.NewReader(&kmes.Options{FromEnd: true, CPUs: []int{0}})
 	if err != nil {
-		t.Fatalf("NewReaders: %v", err)
-	}
-	rd := rds[0]
-	for _, r := range rds[1:] {
-		r.Close()
+		t.Fatalf("NewReader: %v", err)
 	}
 	defer rd.Close()
-	if rd.CPU() != 0 {
-		t.Fatalf("the first reader is of cpu %d, want 0", rd.CPU())
-	}
-	capacity := rd.Stats().Capacity
+	capacity := rd.Stats()[0].Capacity
 	// The first drain faults the mapping in; the next ones are timed.
-	drain(t, rd, capacity, 64)
+	drain(t, rd, capacity, 64, drainViews)
 	for _, size := range []int{64, 1024} {
-		d := drain(t, rd, capacity, size)
-		name := "drain_" + sizeName(size)
-		guest.Record(t, name, d.nsPerEvent, "ns/event")
-		guest.Record(t, name+"_rate", d.mbps, "MB/s")
-		guest.Record(t, name+"_events", 1e9/d.nsPerEvent, "events/s")
+		var views drainResult
+		for _, how := range []drainHow{drainRead, drainViews, drainRecord} {
+			d := drain(t, rd, capacity, size, how)
+			name := "drain" + how.String() + "_" + sizeName(size)
+			guest.Record(t, name, d.nsPerEvent, "ns/event")
+			guest.Record(t, name+"_rate", d.mbps, "MB/s")
+			guest.Record(t, name+"_events", 1e9/d.nsPerEvent, "events/s")
+			if how == drainViews {
+				views = d
+			}
+		}
 		if size != 1024 {
 			continue
 		}
-		cp := copyRate(d.bytes)
+		cp := copyRate(views.bytes)
 		guest.Record(t, "copy_1KiB_rate", cp, "MB/s")
-		ratio := d.mbps / cp
-		guest.Record(t, "drain_per_copy_1KiB", ratio, "ratio")
+		ratio := views.mbps / cp
+		guest.Record(t, "drain_views_per_copy_1KiB", ratio, "ratio")
 		if ratio < 0.5 {
-			t.Logf("drain_per_copy_1KiB = %.3f: the goal is >= 0.5 (recorded, not enforced)", ratio)
+			t.Logf("drain_views_per_copy_1KiB = %.3f: the goal is >= 0.5 (recorded, not enforced)", ratio)
 		}
 	}
 }
+
+type drainHow int
+
+const (
+	drainRead   drainHow = iota // views, every payload byte read
+	drainViews                  // views, payloads not read
+	drainRecord                 // Read into a Record, payloads not read
+)
+
+func (h drainHow) String() string { return [...]string{"", "_views", "_record"}[h] }
 
 func sizeName(size int) string {
 	if size%1024 == 0 {
@@ -298,8 +318,8 @@ type drainResult struct {
 
 // drain fills nine tenths of CPU 0's ring (no event is overwritten) with
 // events of size bytes and times rd, which is at the end of the ring,
-// reading all of them.
-func drain(t *testing.T, rd *kmes.Reader, capacity uint64, size int) drainResult {
+// reading all of them the way how says.
+func drain(t *testing.T, rd *kmes.Reader, capacity uint64, size int, how drainHow) drainResult {
 	t.Helper()
 	ev := newEvent(t, size)
 	n := int(capacity) * 9 / 10 / size
@@ -310,26 +330,51 @@ func drain(t *testing.T, rd *kmes.Reader, capacity uint64, size int) drainResult
 	if emitted, err := kmes.EmitBatch(evs); err != nil || emitted != n {
 		t.Fatalf("EmitBatch of %d %d-byte events: emitted %d, %v", n, size, emitted, err)
 	}
+	views := make([]kmes.View, 256)
 	var rec kmes.Record
 	var first, last uint64
+	var lastSize, differ int
 	// A collection still marking after the allocations above would run
 	// beside the drain on the one vCPU and be counted with it.
 	runtime.GC()
 	start := time.Now()
-	for i := 0; i < n; i++ {
-		if err := rd.Read(&rec); err != nil {
-			t.Fatalf("read event %d of %d: %v", i, n, err)
+	switch how {
+	case drainRecord:
+		for i := 0; i < n; i++ {
+			if err := rd.Read(&rec); err != nil {
+				t.Fatalf("read event %d of %d: %v", i, n, err)
+			}
+			if i == 0 {
+				first = rec.Sequence
+			}
 		}
-		if i == 0 {
-			first = rec.Sequence
+		last, lastSize = rec.Sequence, len(rec.Raw())
+	default:
+		for i := 0; i < n; {
+			got, err := rd.ReadEvents(views)
+			if err != nil {
+				t.Fatalf("read events %d.. of %d: %v", i, n, err)
+			}
+			if how == drainRead {
+				for j := range views[:got] {
+					if !bytes.Equal(views[j].Payload(), ev.payload) {
+						differ++
+					}
+				}
+			}
+			if i == 0 {
+				first = views[0].Sequence()
+			}
+			i += got
+			last, lastSize = views[got-1].Sequence(), len(views[got-1].Raw())
 		}
-		last = rec.Sequence
 	}
 	elapsed := time.Since(start)
 	// Only the benchmark emits here: the drain must have read exactly the
 	// events emitted, none lost, or it measured something else.
-	if last-first != uint64(n-1) || len(rec.Raw()) != size || rec.Type != string(benchType) {
-		t.Fatalf("drained sequences %d..%d (%d events of %d bytes, type %q), want %d events of %d bytes", first, last, n, len(rec.Raw()), rec.Type, n, size)
+	if last-first != uint64(n-1) || lastSize != size || differ != 0 {
+		t.Fatalf("drained sequences %d..%d (%d events, the last of %d bytes, %d payloads not as emitted), want %d events of %d bytes",
+			first, last, n, lastSize, differ, n, size)
 	}
 	total := n * size
 	return drainResult{

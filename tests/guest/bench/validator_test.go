@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 	"github.com/kmes-project/kmes/vm/guest"
 	"github.com/kmes-project/kmes/vm/guest/payload"
 )
@@ -77,7 +77,7 @@ func TestValidatorWalk(t *testing.T) {
 		build func(int, uint64) payload.Payload
 	}{{"ints", payload.Ints}, {"maps", payload.Maps}} {
 		for _, size := range []int{64, 1024, 16384} {
-			ev := event{typ: benchType, payload: shape.build(size-kmes.HdrBaseSize-len(benchType), uint64(size)).Bytes}
+			ev := event{typ: benchType, payload: shape.build(size-abi.HdrBaseSize-len(benchType), uint64(size)).Bytes}
 			b := newBatch(ev, 16)
 			n := validatorEvents[size]
 			what := shape.name + "_" + sizeName(size)

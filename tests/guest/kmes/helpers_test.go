@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 	"github.com/kmes-project/kmes/vm/guest"
 )
 
@@ -62,7 +63,7 @@ func readerFor(t testing.TB, cpu int, fromEnd bool) *kmes.Reader {
 	}
 	var rd *kmes.Reader
 	for _, r := range rds {
-		if r.CPU() == cpu && rd == nil {
+		if r.CPUs()[0] == cpu && rd == nil {
 			rd = r
 			continue
 		}
@@ -140,7 +141,7 @@ func bin(size int, tag uint64) []byte {
 }
 
 // eventSize is the size in the ring of an event: header, type, payload.
-func eventSize(typ string, payload []byte) int { return kmes.HdrBaseSize + len(typ) + len(payload) }
+func eventSize(typ string, payload []byte) int { return abi.HdrBaseSize + len(typ) + len(payload) }
 
 // checkRecord compares a record with what was emitted on cpu.
 func checkRecord(r *kmes.Record, cpu int, typ string, payload []byte) error {

@@ -3,6 +3,7 @@ package kmesguest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"regexp"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 	"github.com/kmes-project/kmes/vm/guest"
 )
 
@@ -45,7 +47,7 @@ func needWake(t *testing.T, cpu int) *uint32 {
 	// need_wake is the byte at the start of the consumer page, whose
 	// other bytes are zero: the aligned word is non-zero exactly when
 	// need_wake is.
-	return (*uint32)(unsafe.Pointer(&m[kmes.MetaNeedWakeOff]))
+	return (*uint32)(unsafe.Pointer(&m[abi.MetaNeedWakeOff]))
 }
 
 // mapRingOf attaches, maps the ring of cpu (read-write, shared, as a
@@ -56,7 +58,7 @@ func mapRingOf(t *testing.T, cpu int) []byte {
 	fds := make([]int32, 1024)
 	count := int32(len(fds))
 	var capacity uint64
-	if _, _, errno := unix.Syscall(kmes.SysAttach, uintptr(unsafe.Pointer(&fds[0])), uintptr(unsafe.Pointer(&count)), uintptr(unsafe.Pointer(&capacity))); errno != 0 {
+	if _, _, errno := unix.Syscall(abi.SysAttach, uintptr(unsafe.Pointer(&fds[0])), uintptr(unsafe.Pointer(&count)), uintptr(unsafe.Pointer(&capacity))); errno != 0 {
 		t.Fatalf("kmes_attach: %v", errno)
 	}
 	defer func() {
@@ -67,7 +69,7 @@ func mapRingOf(t *testing.T, cpu int) []byte {
 	if int(count) <= cpu {
 		t.Fatalf("kmes_attach returned %d rings, none of cpu %d", count, cpu)
 	}
-	m, err := unix.Mmap(int(fds[cpu]), 0, int(kmes.MapSize(capacity)), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	m, err := unix.Mmap(int(fds[cpu]), 0, int(abi.MapSize(capacity)), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		t.Fatalf("mmap the ring of cpu %d: %v", cpu, err)
 	}
@@ -91,8 +93,9 @@ func tailTime(r *kmes.Record) string {
 // TestKmesctlTail starts 'kmesctl tail' with every filter, waits until it
 // sleeps at the end of the ring, then emits a known set of events, among
 // them events the filters must leave out. It must print exactly the lines
-// of the wanted events, which a Reader reads too; 'kmesctl tail
-// --from-start' must then print the same lines.
+// of the wanted events, which a Reader reads too; 'kmesctl tail -n all'
+// must then print the same lines, and -o short and -o json-pretty the
+// same events in their forms.
 func TestKmesctlTail(t *testing.T) {
 	const typ, n = "kmes.test.kmesctl", 8
 	cpu := targetCPU()
@@ -106,7 +109,7 @@ func TestKmesctlTail(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cpuArg := strconv.Itoa(cpu)
-	tail := command(t, ctx, "kmesctl", "tail", "--type", typ, "--cpu", cpuArg, "--origin", "0", "--count", strconv.Itoa(n))
+	tail := command(t, ctx, "kmesctl", "tail", "-f", "-n", "0", "--type", typ, "--cpu", cpuArg, "--origin", "0", "--count", strconv.Itoa(n))
 	var out, errOut bytes.Buffer
 	tail.Stdout, tail.Stderr = &out, &errOut
 	if err := tail.Start(); err != nil {
@@ -139,9 +142,11 @@ func TestKmesctlTail(t *testing.T) {
 	if err := <-other; err != nil {
 		t.Fatalf("emit on cpu 0: %v", err)
 	}
-	var want []string
+	var want, short []string
 	for _, r := range readUntil(t, rd, n, ofType(typ)) {
 		want = append(want, tailLine(r))
+		short = append(short, fmt.Sprintf(`%s cpu %d seq %d %s {"i":%d,"s":"abc"}`,
+			time.Unix(0, r.Timestamp).Format("2006-01-02 15:04:05.000000"), r.CPU, r.Sequence, r.Type, r.Payload[3]))
 	}
 	if err := tail.Wait(); err != nil {
 		t.Fatalf("kmesctl tail: %v; stderr:\n%s", err, errOut.String())
@@ -153,12 +158,54 @@ func TestKmesctlTail(t *testing.T) {
 
 	out.Reset()
 	errOut.Reset()
-	again := command(t, ctx, "kmesctl", "tail", "--from-start", "--type", typ, "--cpu", cpuArg, "--count", strconv.Itoa(n))
-	again.Stdout, again.Stderr = &out, &errOut
-	if err := again.Run(); err != nil {
-		t.Fatalf("kmesctl tail --from-start: %v; stderr:\n%s", err, errOut.String())
+	for _, mode := range []string{"json", "short", "json-pretty"} {
+		out.Reset()
+		errOut.Reset()
+		again := command(t, ctx, "kmesctl", "tail", "-n", "all", "-o", mode, "--type", typ, "--cpu", cpuArg)
+		again.Stdout, again.Stderr = &out, &errOut
+		if err := again.Run(); err != nil {
+			t.Fatalf("kmesctl tail -n all -o %s: %v; stderr:\n%s", mode, err, errOut.String())
+		}
+		// Earlier tests dropped events on this CPU: -n all from the
+		// oldest event may report them, on a line of their own.
+		switch mode {
+		case "json":
+			compareLines(t, "kmesctl tail -n all", withoutLoss(t, out.String()), want)
+		case "short":
+			compareLines(t, "kmesctl tail -n all -o short", out.String(), short)
+			if bad := strings.TrimSpace(lossLineShort.ReplaceAllString(errOut.String(), "")); bad != "" {
+				t.Errorf("kmesctl tail -o short wrote to stderr:\n%s", bad)
+			}
+		case "json-pretty":
+			// The same objects, indented: compacted, the JSON lines.
+			var got bytes.Buffer
+			dec := json.NewDecoder(&out)
+			for dec.More() {
+				var obj json.RawMessage
+				if err := dec.Decode(&obj); err != nil {
+					t.Fatalf("kmesctl tail -o json-pretty: %v", err)
+				}
+				if err := json.Compact(&got, obj); err != nil {
+					t.Fatal(err)
+				}
+				got.WriteByte('\n')
+			}
+			compareLines(t, "kmesctl tail -n all -o json-pretty, compacted", withoutLoss(t, got.String()), want)
+		}
 	}
-	compareLines(t, "kmesctl tail --from-start", out.String(), want)
+}
+
+// lossLine is tail's report of lost and dropped events in JSON, and
+// lossLineShort on stderr in -o short.
+var (
+	lossLine      = regexp.MustCompile(`(?m)^\{"cpu":\d+,"lost":\d+,"dropped":\d+\}\n`)
+	lossLineShort = regexp.MustCompile(`(?m)^kmesctl tail: cpu \d+: lost \d+ events \(overwritten\), dropped \d+ \(before the ring\)\n`)
+)
+
+// withoutLoss returns out without its loss lines.
+func withoutLoss(t *testing.T, out string) string {
+	t.Helper()
+	return lossLine.ReplaceAllString(out, "")
 }
 
 // demoLine is a tail line: cpu, seq, ts, ts_ns and the rest.
@@ -185,7 +232,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("%s: %v; it printed %q (it reports only errors)", emitter, err, out)
 	}
 	ncpu := runtime.NumCPU()
-	tail := command(t, ctx, d.Tail[0], append(d.Tail[1:], "--from-start", "--type", "demo.tick", "--count", strconv.Itoa(ticks*ncpu))...)
+	tail := command(t, ctx, d.Tail[0], append(d.Tail[1:], "-n", "all", "--type", "demo.tick", "--count", strconv.Itoa(ticks*ncpu))...)
 	var stderr bytes.Buffer
 	tail.Stderr = &stderr
 	out, err := tail.Output()
@@ -199,7 +246,8 @@ func TestDemo(t *testing.T) {
 		}
 	}
 	var got []string
-	for _, l := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
+	// Loss lines may come first: events dropped on a CPU since boot.
+	for _, l := range strings.Split(strings.TrimSuffix(withoutLoss(t, string(out)), "\n"), "\n") {
 		// seq and ts vary: keep cpu, origin, type and payload.
 		m := demoLine.FindStringSubmatch(l)
 		if m == nil {

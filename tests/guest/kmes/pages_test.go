@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 	"github.com/kmes-project/kmes/vm/guest"
 )
 
@@ -145,7 +146,7 @@ func TestRingDataPages(t *testing.T) {
 			t.Errorf("cpu %d: data_page_size %d", cpu, pageSize)
 			continue
 		}
-		data := m[kmes.MapDataOff:]
+		data := m[abi.MapDataOff:]
 		base := uintptr(unsafe.Pointer(&data[0]))
 		if huge && base%guest.HugePageSize != 0 {
 			t.Errorf("cpu %d: the data is at %#x, not 2 MiB-aligned", cpu, base)
@@ -179,7 +180,7 @@ func TestRingDataPages(t *testing.T) {
 			for _, at := range []uint64{off, capacity + off} {
 				c := categoriesAt(regions, uint64(base)+at)
 				if wantPMD := huge && topo.THP; c&pageIsPresent == 0 || (c&pageIsHuge != 0) != wantPMD {
-					t.Errorf("cpu %d: mapping offset %#x: PAGEMAP_SCAN categories %#x; want present, PMD-mapped %v", cpu, kmes.MapDataOff+at, c, wantPMD)
+					t.Errorf("cpu %d: mapping offset %#x: PAGEMAP_SCAN categories %#x; want present, PMD-mapped %v", cpu, abi.MapDataOff+at, c, wantPMD)
 				}
 			}
 		}

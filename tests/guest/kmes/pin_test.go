@@ -32,13 +32,14 @@ func nodeOf(t *testing.T) map[int][]int {
 	return byCPU
 }
 
-// TestConsumerPinsReadersToTheirNode checks §9.1.8: each ring's events are
-// handed out on a thread allowed only on the CPUs of that ring's node.
+// TestConsumerPinsReadersToTheirNode checks §9.1.8 with Options.Pin: each
+// ring's events are handed out on a thread allowed only on the CPUs of
+// that ring's node.
 func TestConsumerPinsReadersToTheirNode(t *testing.T) {
 	const typ = "kmes.test.pin"
 	want := nodeOf(t)
 	ncpu := runtime.NumCPU()
-	c, err := kmes.NewConsumer(&kmes.Options{FromEnd: true})
+	c, err := kmes.NewConsumer(&kmes.Options{FromEnd: true, Pin: true})
 	if err != nil {
 		t.Fatalf("NewConsumer: %v", err)
 	}

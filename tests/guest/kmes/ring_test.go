@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 )
 
 // batchEvents returns n events of type typ whose payloads are uint32 i.
@@ -53,7 +54,7 @@ func TestEmitBatch1000(t *testing.T) {
 			t.Errorf("event %d: sequence %d after %d, want consecutive", i, r.Sequence, prev.Sequence)
 		}
 		// One system call per 256 events, one timestamp per call.
-		sameCall := i%kmes.EmitBatchMax != 0
+		sameCall := i%abi.EmitBatchMax != 0
 		if sameCall && r.Timestamp != prev.Timestamp {
 			t.Errorf("event %d: timestamp %d, event %d of the same kmes_emit_batch call has %d", i, r.Timestamp, i-1, prev.Timestamp)
 		}
@@ -188,9 +189,9 @@ func TestOverload(t *testing.T) {
 	emit(t, startType, mp(0xc0))
 	waitFor(t, started, readErr, "the start marker")
 
-	payload := bin(perEvent-kmes.HdrBaseSize-len(typ), 0)
+	payload := bin(perEvent-abi.HdrBaseSize-len(typ), 0)
 	n := laps * int(capacity) / perEvent
-	evs := make([]kmes.Event, kmes.EmitBatchMax)
+	evs := make([]kmes.Event, abi.EmitBatchMax)
 	for i := range evs {
 		evs[i] = kmes.Event{Type: typ, Payload: payload}
 	}
@@ -279,25 +280,25 @@ func TestCloseDuringWait(t *testing.T) {
 	for i, rd := range rds {
 		select {
 		case r := <-done[i]:
-			t.Fatalf("cpu %d: Read returned %v before Close", rd.CPU(), r.err)
+			t.Fatalf("cpu %d: Read returned %v before Close", rd.CPUs()[0], r.err)
 		default:
 		}
 		closing := time.Now()
 		if err := rd.Close(); err != nil {
-			t.Errorf("cpu %d: Close: %v", rd.CPU(), err)
+			t.Errorf("cpu %d: Close: %v", rd.CPUs()[0], err)
 		}
 		select {
 		case r := <-done[i]:
 			took := r.at.Sub(closing)
 			if !errors.Is(r.err, kmes.ErrClosed) {
-				t.Errorf("cpu %d: Read returned %v, want ErrClosed", rd.CPU(), r.err)
+				t.Errorf("cpu %d: Read returned %v, want ErrClosed", rd.CPUs()[0], r.err)
 			}
 			if took >= bound {
-				t.Errorf("cpu %d: Read returned %v after Close, want under %v", rd.CPU(), took, bound)
+				t.Errorf("cpu %d: Read returned %v after Close, want under %v", rd.CPUs()[0], took, bound)
 			}
-			t.Logf("cpu %d: Read returned %v after Close", rd.CPU(), took)
+			t.Logf("cpu %d: Read returned %v after Close", rd.CPUs()[0], took)
 		case <-time.After(5 * time.Second):
-			t.Fatalf("cpu %d: Read still blocked 5 s after Close", rd.CPU())
+			t.Fatalf("cpu %d: Read still blocked 5 s after Close", rd.CPUs()[0])
 		}
 	}
 }

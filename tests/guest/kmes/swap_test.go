@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 	"github.com/kmes-project/kmes/vm/guest"
 )
 
@@ -213,8 +214,8 @@ func TestSwapReaderFollows(t *testing.T) {
 		t.Helper()
 		busy := setCapacity(t, capacity)
 		gen++
-		waitUntil(t, fmt.Sprintf("the reader moves to generation %d", gen), func() bool { return rd.Stats().Generation == gen })
-		if c := rd.Stats().Capacity; c != capacity {
+		waitUntil(t, fmt.Sprintf("the reader moves to generation %d", gen), func() bool { return rd.Stats()[0].Generation == gen })
+		if c := rd.Stats()[0].Capacity; c != capacity {
 			t.Fatalf("the reader is at generation %d, capacity %d; want %d", gen, c, capacity)
 		}
 		t.Logf("swap to %d bytes, generation %d (%d writes refused with EBUSY); %d events read", capacity, gen, busy, log.count.Load())
@@ -238,7 +239,7 @@ func TestSwapReaderFollows(t *testing.T) {
 		n := log.count.Load() + 50
 		waitUntil(t, fmt.Sprintf("%d events read", n), func() bool { return log.count.Load() >= n })
 	}
-	for _, c := range []uint64{defaultCapacity, 2 * defaultCapacity, defaultCapacity, kmes.CapacityMin} {
+	for _, c := range []uint64{defaultCapacity, 2 * defaultCapacity, defaultCapacity, abi.CapacityMin} {
 		some()
 		if c != readSysctl(t, capacitySysctl) {
 			swap(c)
@@ -258,12 +259,12 @@ func TestSwapReaderFollows(t *testing.T) {
 	for _, e := range log.errs {
 		t.Error(e)
 	}
-	st := rd.Stats()
+	st := rd.Stats()[0]
 	t.Logf("%d events emitted, %d read in all; stats %+v", emitted, log.events, st)
 	if st.Lost != 0 || st.Dropped != 0 || st.Corrupt != 0 || st.Events != uint64(log.events) ||
-		st.Generation != gen || st.Capacity != kmes.CapacityMin || st.LastSequence != log.lastSeq {
+		st.Generation != gen || st.Capacity != abi.CapacityMin || st.LastSequence != log.lastSeq {
 		t.Errorf("stats %+v; want nothing lost, dropped or corrupt, %d events, generation %d, capacity %d, last sequence %d",
-			st, log.events, gen, kmes.CapacityMin, log.lastSeq)
+			st, log.events, gen, abi.CapacityMin, log.lastSeq)
 	}
 	if after := rings(t)[cpu]; after.dropped != before.dropped {
 		t.Errorf("the kernel dropped %d events on cpu %d during the test", after.dropped-before.dropped, cpu)
@@ -340,7 +341,7 @@ func TestSwapKmesctl(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	asleep := sleepProbe(t, cpu)
-	tail := command(t, ctx, "kmesctl", "tail", "--type", typ, "--count", strconv.Itoa(3*per))
+	tail := command(t, ctx, "kmesctl", "tail", "-f", "-n", "0", "--type", typ, "--count", strconv.Itoa(3*per))
 	var out, errOut bytes.Buffer
 	tail.Stdout, tail.Stderr = &out, &errOut
 	if err := tail.Start(); err != nil {
@@ -394,7 +395,7 @@ func TestSwapKmesctl(t *testing.T) {
 	if errOut.Len() > 0 {
 		t.Errorf("kmesctl tail wrote to stderr:\n%s", errOut.String())
 	}
-	if st := rd.Stats(); st.Generation != gen || st.Lost != 0 || st.Dropped != 0 {
+	if st := rd.Stats()[0]; st.Generation != gen || st.Lost != 0 || st.Dropped != 0 {
 		t.Errorf("the Reader's stats %+v; want generation %d, nothing lost or dropped", st, gen)
 	}
 }
@@ -461,7 +462,7 @@ func TestSwapLoop(t *testing.T) {
 	var readers sync.WaitGroup
 	readErr := make(chan error, ncpu)
 	for i, rd := range rds {
-		logs[i] = &seqLog{cpu: rd.CPU(), typ: typ}
+		logs[i] = &seqLog{cpu: rd.CPUs()[0], typ: typ}
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
@@ -469,7 +470,7 @@ func TestSwapLoop(t *testing.T) {
 			for {
 				if err := rd.Read(&rec); err != nil {
 					if !errors.Is(err, kmes.ErrClosed) {
-						readErr <- fmt.Errorf("cpu %d: Read: %w", rd.CPU(), err)
+						readErr <- fmt.Errorf("cpu %d: Read: %w", rd.CPUs()[0], err)
 					}
 					return
 				}
@@ -496,7 +497,7 @@ func TestSwapLoop(t *testing.T) {
 	start := time.Now()
 	busy, made := 0, 0
 	for made < loops && time.Since(start) < budget {
-		busy += setCapacity(t, kmes.CapacityMin<<(made%2))
+		busy += setCapacity(t, abi.CapacityMin<<(made%2))
 		made++
 		gen++
 		if made%100 == 0 {
@@ -513,7 +514,7 @@ func TestSwapLoop(t *testing.T) {
 	}
 	for cpu := range ncpu {
 		waitUntil(t, fmt.Sprintf("cpu %d: all %d events read", cpu, emitted[cpu]), func() bool { return int(logs[cpu].count.Load()) == emitted[cpu] })
-		waitUntil(t, fmt.Sprintf("cpu %d: the reader moves to generation %d", cpu, gen), func() bool { return rds[cpu].Stats().Generation == gen })
+		waitUntil(t, fmt.Sprintf("cpu %d: the reader moves to generation %d", cpu, gen), func() bool { return rds[cpu].Stats()[0].Generation == gen })
 	}
 	closeReaders()
 	close(readErr)
@@ -535,7 +536,7 @@ func TestSwapLoop(t *testing.T) {
 		for _, e := range l.errs {
 			t.Error(e)
 		}
-		st := rds[i].Stats()
+		st := rds[i].Stats()[0]
 		if st.Lost != 0 || st.Dropped != 0 || st.Corrupt != 0 || st.Events != uint64(l.events) || st.Generation != gen ||
 			st.LastSequence != l.lastSeq || int(l.count.Load()) != emitted[l.cpu] {
 			t.Errorf("cpu %d: %d of %d events read; stats %+v; want nothing lost, dropped or corrupt, %d events, generation %d, last sequence %d",

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 )
 
 // The sysctls of KMES.md §5, and what the tests that change the ring
@@ -140,7 +141,7 @@ func sleepProbe(t *testing.T, cpu int) (wait func(timeout time.Duration, what st
 	t.Cleanup(unmap)
 	// need_wake is the first byte of the consumer page, the rest of the
 	// page zero: the word is non-zero exactly when need_wake is.
-	wake := (*uint32)(unsafe.Pointer(&m[kmes.MetaNeedWakeOff]))
+	wake := (*uint32)(unsafe.Pointer(&m[abi.MetaNeedWakeOff]))
 	atomic.StoreUint32(wake, 0)
 	return func(timeout time.Duration, what string) {
 		t.Helper()

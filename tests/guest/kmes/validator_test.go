@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 	"github.com/kmes-project/kmes/vm/guest"
 	"github.com/kmes-project/kmes/vm/guest/payload"
 )
@@ -218,9 +219,9 @@ type emitEntry struct {
 func checkEntryLayout(t testing.TB) {
 	t.Helper()
 	var e emitEntry
-	if unsafe.Sizeof(e) != kmes.EmitEntrySize || unsafe.Offsetof(e.typ) != kmes.EmitEntryTypeOff ||
-		unsafe.Offsetof(e.typeLen) != kmes.EmitEntryTypeLenOff || unsafe.Offsetof(e.payload) != kmes.EmitEntryPayloadOff ||
-		unsafe.Offsetof(e.payloadLen) != kmes.EmitEntryPayloadLenOff {
+	if unsafe.Sizeof(e) != abi.EmitEntrySize || unsafe.Offsetof(e.typ) != abi.EmitEntryTypeOff ||
+		unsafe.Offsetof(e.typeLen) != abi.EmitEntryTypeLenOff || unsafe.Offsetof(e.payload) != abi.EmitEntryPayloadOff ||
+		unsafe.Offsetof(e.payloadLen) != abi.EmitEntryPayloadLenOff {
 		t.Fatalf("emitEntry is not struct kmes_emit_entry's layout")
 	}
 }
@@ -228,7 +229,7 @@ func checkEntryLayout(t testing.TB) {
 // rawEmit is kmes_emit without the library's check of the payload: the
 // kernel judges every payload.
 func rawEmit(typ string, p []byte) unix.Errno {
-	_, _, errno := unix.Syscall6(kmes.SysEmit,
+	_, _, errno := unix.Syscall6(abi.SysEmit,
 		uintptr(unsafe.Pointer(unsafe.StringData(typ))), uintptr(len(typ)),
 		uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), 0, 0)
 	return errno
@@ -243,7 +244,7 @@ func rawEmitBatch(typ string, payloads [][]byte) (unix.Errno, uint32) {
 	}
 	emitted := new(uint32)
 	*emitted = ^uint32(0)
-	_, _, errno := unix.Syscall(kmes.SysEmitBatch,
+	_, _, errno := unix.Syscall(abi.SysEmitBatch,
 		uintptr(unsafe.Pointer(unsafe.SliceData(entries))), uintptr(len(entries)), uintptr(unsafe.Pointer(emitted)))
 	return errno, *emitted
 }

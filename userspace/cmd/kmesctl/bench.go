@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 )
 
 const benchUsage = `Usage: kmesctl bench [--events N] [--size B] [--batch K]
@@ -122,7 +123,7 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench")
 	events := fs.Uint64("events", 100000, "`N` events for each phase")
 	size := fs.Int("size", 64, "payload size in `B`ytes")
-	batch := fs.Int("batch", kmes.EmitBatchMax, fmt.Sprintf("`K` events a kmes_emit_batch call (1..%d)", kmes.EmitBatchMax))
+	batch := fs.Int("batch", abi.EmitBatchMax, fmt.Sprintf("`K` events a kmes_emit_batch call (1..%d)", abi.EmitBatchMax))
 	pos, help, err := parseFlags(fs, args, benchUsage, stdout)
 	if help || err != nil {
 		return err
@@ -134,11 +135,11 @@ func runBench(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return usagef("kmesctl bench: --events must be at least 1")
 	case *size < 1:
 		return usagef("kmesctl bench: --size must be at least 1")
-	case *batch < 1 || *batch > kmes.EmitBatchMax:
-		return usagef("kmesctl bench: --batch must be 1..%d", kmes.EmitBatchMax)
+	case *batch < 1 || *batch > abi.EmitBatchMax:
+		return usagef("kmesctl bench: --batch must be 1..%d", abi.EmitBatchMax)
 	}
 	payload := benchPayload(*size)
-	eventSize := uint64(kmes.HdrBaseSize + len(benchType) + len(payload))
+	eventSize := uint64(abi.HdrBaseSize + len(benchType) + len(payload))
 	n := *events
 
 	// Started before the emits, at the end of the rings: it reads exactly
@@ -240,7 +241,7 @@ func drain(c *kmes.Consumer, want, avail uint64, stderr io.Writer) (benchResult,
 
 	start := time.Now()
 	err := c.ReadPerCPU(func(r *kmes.Record) error {
-		size := uint64(kmes.HdrBaseSize + len(r.Type) + len(r.Payload))
+		size := uint64(abi.HdrBaseSize + len(r.Type) + len(r.Payload))
 		b := bytes.Add(size)
 		var s uint64
 		if r.Type == benchType {

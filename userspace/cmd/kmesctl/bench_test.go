@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmes-project/kmes/userspace/internal/ringsim"
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmestest"
 )
 
 func TestBenchPayload(t *testing.T) {
@@ -57,12 +57,12 @@ func TestDrain(t *testing.T) {
 		{"lapped", 3000, 10, 6000, 0, "overwritten before the drain"}, // events checked apart
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			src, err := ringsim.NewSource(2, 65536)
+			src, err := kmestest.NewSource(2, 65536)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer src.Close()
-			con, err := kmes.NewConsumer(&kmes.Options{FromEnd: true, NoPin: true, Source: src})
+			con, err := kmes.NewConsumer(&kmes.Options{FromEnd: true, Source: src})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -5,8 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"reflect"
 	"runtime/debug"
 	"strings"
+	"syscall"
 
 	"github.com/kmes-project/kmes/userspace/kmes"
 )
@@ -21,6 +25,14 @@ func attachRings() ([]*kmes.Ring, error) {
 		return ringSource.Rings()
 	}
 	return kmes.Attach()
+}
+
+// notifySignals delivers SIGINT and SIGTERM, which stop tail and stat
+// --watch, until stop is called. Tests replace it to send their own.
+var notifySignals = func() (sigs <-chan os.Signal, stop func()) {
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	return ch, func() { signal.Stop(ch) }
 }
 
 // usageError is a command line kmesctl cannot run: exit status 2.
@@ -43,8 +55,8 @@ type command struct {
 
 var commands = []command{
 	{"emit", "emit one event with a JSON or msgpack payload", runEmit},
-	{"tail", "print events as JSON lines as they arrive", runTail},
-	{"stat", "show the state of every CPU's ring", runStat},
+	{"tail", "print events as they arrive: JSON lines, pretty JSON or short lines", runTail},
+	{"stat", "show the state of every CPU's ring, once or --watch", runStat},
 	{"bench", "measure emit, batch emit and drain throughput", runBench},
 }
 
@@ -159,17 +171,36 @@ func parseFlags(fs *flag.FlagSet, args []string, usage string, stdout io.Writer)
 	return pos, false, nil
 }
 
-// printFlags lists fs's flags as they are typed: --name VALUE, then what
-// the flag does and its default.
+// printFlags lists fs's flags as they are typed: -x for a one-letter
+// name, --name for a longer one, aliases of one variable on one line
+// (-o, --output MODE), then what the flag does and its default.
 func printFlags(w io.Writer, fs *flag.FlagSet) {
-	first := true
+	var lines [][]*flag.Flag
+	index := map[any]int{} // a flag's variable: its line
 	fs.VisitAll(func(f *flag.Flag) {
-		if first {
-			fmt.Fprint(w, "\nFlags:\n")
-			first = false
+		key := any(f)
+		if v := reflect.ValueOf(f.Value); v.Kind() == reflect.Pointer {
+			key = v.Pointer()
+		}
+		if i, ok := index[key]; ok {
+			lines[i] = append(lines[i], f)
+			return
+		}
+		index[key] = len(lines)
+		lines = append(lines, []*flag.Flag{f})
+	})
+	if len(lines) > 0 {
+		fmt.Fprint(w, "\nFlags:\n")
+	}
+	for _, fl := range lines {
+		// The shortest name first: VisitAll sorts -o before --output.
+		f := fl[0]
+		names := make([]string, len(fl))
+		for i, a := range fl {
+			names[i] = flagName(a.Name)
 		}
 		name, usage := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
+		line := "  " + strings.Join(names, ", ")
 		if name != "" {
 			line += " " + name
 		}
@@ -178,5 +209,13 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 			fmt.Fprintf(w, " (default %s)", f.DefValue)
 		}
 		fmt.Fprintln(w)
-	})
+	}
+}
+
+// flagName is a flag as it is typed: -o, --output.
+func flagName(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -60,7 +61,16 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"emit", "t", "1e999"}, "kmesctl emit: payload is not JSON: number 1e999 is out of range"},
 		{[]string{"tail", "--count", "x"}, `kmesctl tail: invalid value "x" for flag -count: parse error: run 'kmesctl tail --help'`},
 		{[]string{"tail", "--origin", "256"}, "kmesctl tail: --origin 256 is not an origin class (0..255)"},
-		{[]string{"tail", "--cpu", "-2"}, "kmesctl tail: --cpu -2 is not a CPU"},
+		{[]string{"tail", "--cpu", "-2"}, `kmesctl tail: --cpu "-2": "-2" is not a CPU number: give CPUs as 0,2 or repeat --cpu`},
+		{[]string{"tail", "-o", "xml"}, "kmesctl tail: -o xml: unknown output mode (json, json-pretty, short)"},
+		{[]string{"tail", "--output=yaml"}, "kmesctl tail: -o yaml: unknown output mode (json, json-pretty, short)"},
+		{[]string{"tail", "--type", "a.[b"}, `kmesctl tail: --type "a.[b": malformed glob: use *, ?, [abc], [a-z], [^a], and \ before one of them to match it as it is`},
+		{[]string{"tail", "--since", "soon"}, `kmesctl tail: --since "soon" is not a time: use ` + timeForms},
+		{[]string{"tail", "--until", "-5m", "--since", "now"}, "kmesctl tail: --since now is after --until -5m: no event can match"},
+		{[]string{"stat", "--interval", "2s"}, "kmesctl stat: --interval needs --watch"},
+		{[]string{"stat", "--watch", "--interval", "0s"}, "kmesctl stat: --interval 0s: must be positive, e.g. 500ms or 2s"},
+		{[]string{"stat", "--watch", "--interval", "-1s"}, "kmesctl stat: --interval -1s: must be positive, e.g. 500ms or 2s"},
+		{[]string{"stat", "--watch", "--interval", "1"}, `kmesctl stat: invalid value "1" for flag -interval: parse error: run 'kmesctl stat --help'`},
 		{[]string{"tail", "now"}, `kmesctl tail: unexpected argument "now": run 'kmesctl tail --help'`},
 		{[]string{"stat", "--yaml"}, "kmesctl stat: flag provided but not defined: -yaml: run 'kmesctl stat --help'"},
 		{[]string{"bench", "--batch", "257"}, "kmesctl bench: --batch must be 1..256"},
@@ -154,7 +164,7 @@ func TestFlagsAfterArguments(t *testing.T) {
 		}
 	}
 	out, _, err := runArgs(t, "", "tail", "--help")
-	if err != nil || !strings.Contains(out, "\n  --type T\n") || strings.Contains(out, "\n  -type") {
+	if err != nil || !strings.Contains(out, "\n  --type GLOB\n") || !strings.Contains(out, "\n  -o, --output MODE\n") || strings.Contains(out, "\n  -type") {
 		t.Errorf("kmesctl tail --help: %v, flags not listed as typed:\n%s", err, out)
 	}
 }
@@ -164,4 +174,23 @@ func TestVersion(t *testing.T) {
 	if err != nil || !strings.HasPrefix(out, "kmesctl ") || strings.Count(out, "\n") != 1 {
 		t.Errorf("kmesctl --version: %v, %q", err, out)
 	}
+}
+
+// syncBuffer is a bytes.Buffer that tail's goroutines and the test may
+// share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package ringsim
+package kmestest
 
 import (
 	"bufio"
@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 )
 
 // A NewHuge ring has its data on 2 MiB pages, in the producer's mapping
@@ -45,7 +46,7 @@ func TestNewHuge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, data := range [][]byte{r.data, m[kmes.MapDataOff:]} {
+	for _, data := range [][]byte{r.data, m[abi.MapDataOff:]} {
 		addr := uintptr(unsafe.Pointer(&data[0]))
 		if addr%HugePageSize != 0 {
 			t.Errorf("data at %#x, not 2 MiB-aligned", addr)
@@ -59,7 +60,7 @@ func TestNewHuge(t *testing.T) {
 
 	// 1 KiB events until the ring wrapped twice, then read what is left.
 	payload := append([]byte{0xc5, 0x03, 0xe8}, make([]byte, 1000)...)
-	size := kmes.HdrBaseSize + len("huge") + len(payload)
+	size := abi.HdrBaseSize + len("huge") + len(payload)
 	for i := 0; i < 2*capacity/size+1; i++ {
 		r.Emit(0, "huge", payload)
 	}
@@ -117,12 +118,12 @@ func kernelPageKB(t *testing.T, addr uintptr) int {
 // A New ring's producer page says its data is on 4 KiB pages, and so does
 // the ring a swap puts in its place; SetPageSize stores another value.
 func TestPageSize(t *testing.T) {
-	r, err := New(0, kmes.CapacityMin, 1)
+	r, err := New(0, abi.CapacityMin, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	n, err := r.Swap(2 * kmes.CapacityMin)
+	n, err := r.Swap(2 * abi.CapacityMin)
 	if err != nil {
 		t.Fatal(err)
 	}

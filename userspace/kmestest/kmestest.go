@@ -1,7 +1,10 @@
 //go:build linux
 
-// Package ringsim is the producer half of a KMES ring in userspace, for
-// host tests of the reader: no kernel patch is needed. A ring lives in two
+// Package kmestest is the producer half of a KMES ring in userspace, for
+// tests of consumers without a kernel: a Source is a kmes.RingSource
+// (kmes.Options.Source) whose rings a test writes events into, drops
+// events from, corrupts, and swaps for rings of another capacity, as the
+// kernel does. A ring lives in two
 // memfds, one for the metadata pages and one for the data, whose pages are
 // mapped twice, back to back, exactly as the kernel maps them (NewHuge puts
 // the data on 2 MiB pages), and the producer follows the write protocol of
@@ -12,7 +15,7 @@
 //
 // Each Ring has one producer: Emit and the other writing methods must not
 // run concurrently with each other. Readers may run concurrently with it.
-package ringsim
+package kmestest
 
 import (
 	"encoding/binary"
@@ -29,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmes-project/kmes/userspace/kmes"
+	"github.com/kmes-project/kmes/userspace/kmes/abi"
 )
 
 // HugePageSize is the size of the pages NewHuge puts a ring's data on.
@@ -84,8 +88,8 @@ func NewHuge(cpu int, capacity uint64, generation uint64) (*Ring, error) {
 }
 
 func newRing(cpu int, capacity uint64, generation uint64, pageSize int) (*Ring, error) {
-	name := fmt.Sprintf("kmes-ringsim-cpu%d", cpu)
-	metaFD, err := memfd(name+"-meta", unix.MFD_CLOEXEC, kmes.MapDataOff)
+	name := fmt.Sprintf("kmestest-cpu%d", cpu)
+	metaFD, err := memfd(name+"-meta", unix.MFD_CLOEXEC, abi.MapDataOff)
 	if err != nil {
 		return nil, fmt.Errorf("create ring: %w", err)
 	}
@@ -107,21 +111,21 @@ func newRing(cpu int, capacity uint64, generation uint64, pageSize int) (*Ring, 
 		return nil, fmt.Errorf("create ring: %w", err)
 	}
 	r.w = w
-	r.data = w[kmes.MapDataOff:]
+	r.data = w[abi.MapDataOff:]
 	word := func(off int) unsafe.Pointer { return unsafe.Pointer(&w[off]) }
-	r.writePos = (*atomic.Uint64)(word(kmes.MetaWritePosOff))
-	r.tailPos = (*atomic.Uint64)(word(kmes.MetaTailPosOff))
-	r.gen = (*atomic.Uint64)(word(kmes.MetaGenOff))
-	r.dropped = (*atomic.Uint64)(word(kmes.MetaDroppedOff))
-	r.futex = (*atomic.Uint32)(word(kmes.MetaFutexOff))
-	r.needWake = (*atomic.Uint32)(word(kmes.MetaNeedWakeOff))
+	r.writePos = (*atomic.Uint64)(word(abi.MetaWritePosOff))
+	r.tailPos = (*atomic.Uint64)(word(abi.MetaTailPosOff))
+	r.gen = (*atomic.Uint64)(word(abi.MetaGenOff))
+	r.dropped = (*atomic.Uint64)(word(abi.MetaDroppedOff))
+	r.futex = (*atomic.Uint32)(word(abi.MetaFutexOff))
+	r.needWake = (*atomic.Uint32)(word(abi.MetaNeedWakeOff))
 
-	copy(w[kmes.MetaMagicOff:], kmes.RingMagic)
-	binary.LittleEndian.PutUint32(w[kmes.MetaVersionOff:], kmes.RingVersion)
-	binary.LittleEndian.PutUint16(w[kmes.MetaCPUIDOff:], uint16(cpu))
-	binary.LittleEndian.PutUint64(w[kmes.MetaCapacityOff:], capacity)
-	binary.LittleEndian.PutUint64(w[kmes.MetaDataOffOff:], kmes.MapDataOff)
-	binary.LittleEndian.PutUint64(w[kmes.MetaRingGenerationOff:], generation)
+	copy(w[abi.MetaMagicOff:], abi.RingMagic)
+	binary.LittleEndian.PutUint32(w[abi.MetaVersionOff:], abi.RingVersion)
+	binary.LittleEndian.PutUint16(w[abi.MetaCPUIDOff:], uint16(cpu))
+	binary.LittleEndian.PutUint64(w[abi.MetaCapacityOff:], capacity)
+	binary.LittleEndian.PutUint64(w[abi.MetaDataOffOff:], abi.MapDataOff)
+	binary.LittleEndian.PutUint64(w[abi.MetaRingGenerationOff:], generation)
 	r.SetPageSize(uint32(pageSize))
 	r.gen.Store(generation)
 	return r, nil
@@ -146,7 +150,7 @@ func memfd(name string, flags int, size int64) (int, error) {
 // data mappings are adjacent, and places it so that the data starts at a
 // multiple of the data's page size.
 func (r *Ring) mapTwice(metaProt, dataProt int) ([]byte, error) {
-	size := uintptr(kmes.MapSize(r.capacity))
+	size := uintptr(abi.MapSize(r.capacity))
 	slack := r.pageSize - uintptr(unix.Getpagesize())
 	res, err := unix.MmapPtr(-1, 0, nil, size+slack, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
@@ -154,8 +158,8 @@ func (r *Ring) mapTwice(metaProt, dataProt int) ([]byte, error) {
 	}
 	// The range from base, with base + MapDataOff aligned; the slack
 	// around it goes back.
-	data := (uintptr(res) + kmes.MapDataOff + r.pageSize - 1) &^ (r.pageSize - 1)
-	head := data - kmes.MapDataOff - uintptr(res)
+	data := (uintptr(res) + abi.MapDataOff + r.pageSize - 1) &^ (r.pageSize - 1)
+	head := data - abi.MapDataOff - uintptr(res)
 	base := unsafe.Add(res, head)
 	if head > 0 {
 		unix.MunmapPtr(res, head)
@@ -169,10 +173,10 @@ func (r *Ring) mapTwice(metaProt, dataProt int) ([]byte, error) {
 		off, fileOff, len uintptr
 		prot              int
 	}{
-		{r.metaFD, 0, 0, kmes.MetaPageSize, metaProt},
-		{r.metaFD, kmes.MapConsumerOff, kmes.MapConsumerOff, kmes.MetaPageSize, unix.PROT_READ | unix.PROT_WRITE},
-		{r.dataFD, kmes.MapDataOff, 0, uintptr(r.capacity), dataProt},
-		{r.dataFD, kmes.MapDataOff + uintptr(r.capacity), 0, uintptr(r.capacity), dataProt},
+		{r.metaFD, 0, 0, abi.MetaPageSize, metaProt},
+		{r.metaFD, abi.MapConsumerOff, abi.MapConsumerOff, abi.MetaPageSize, unix.PROT_READ | unix.PROT_WRITE},
+		{r.dataFD, abi.MapDataOff, 0, uintptr(r.capacity), dataProt},
+		{r.dataFD, abi.MapDataOff + uintptr(r.capacity), 0, uintptr(r.capacity), dataProt},
 	}
 	for _, p := range parts {
 		if _, err := unix.MmapPtr(p.fd, int64(p.fileOff), at(p.off), p.len, p.prot, unix.MAP_SHARED|unix.MAP_FIXED); err != nil {
@@ -261,14 +265,14 @@ func (r *Ring) Generation() uint64 { return r.gen.Load() }
 
 // RingGeneration returns ring_generation, the ring's own generation.
 func (r *Ring) RingGeneration() uint64 {
-	return binary.LittleEndian.Uint64(r.w[kmes.MetaRingGenerationOff:])
+	return binary.LittleEndian.Uint64(r.w[abi.MetaRingGenerationOff:])
 }
 
 // SetRingGeneration stores g as ring_generation, before any reader maps
 // the ring: 0 lays the producer page out as a kernel did before
 // ring_generation existed (the word was zero padding).
 func (r *Ring) SetRingGeneration(g uint64) {
-	binary.LittleEndian.PutUint64(r.w[kmes.MetaRingGenerationOff:], g)
+	binary.LittleEndian.PutUint64(r.w[abi.MetaRingGenerationOff:], g)
 }
 
 // SetPageSize stores n as data_page_size, before any reader maps the
@@ -276,7 +280,7 @@ func (r *Ring) SetRingGeneration(g uint64) {
 // producer page out as a kernel did before data_page_size existed, 4096
 // on a NewHuge ring as a kernel that fell back to 4 KiB pages.
 func (r *Ring) SetPageSize(n uint32) {
-	binary.LittleEndian.PutUint32(r.w[kmes.MetaDataPageSizeOff:], n)
+	binary.LittleEndian.PutUint32(r.w[abi.MetaDataPageSizeOff:], n)
 }
 
 // Dropped returns the dropped count of the producer page: the events
@@ -311,7 +315,7 @@ func (r *Ring) EmitBatch(origin uint8, events []Event) []uint64 {
 	pos := r.writePos.Load()
 	for i, ev := range events {
 		r.seq++
-		size := uint64(kmes.HdrBaseSize + len(ev.Type) + len(ev.Payload))
+		size := uint64(abi.HdrBaseSize + len(ev.Type) + len(ev.Payload))
 		if size > r.capacity/2 || len(ev.Type) == 0 {
 			r.dropped.Add(1)
 			continue
@@ -344,15 +348,15 @@ func (r *Ring) WriteRaw(raw []byte) {
 }
 
 func (r *Ring) header(ts int64, origin uint8, ev Event, size uint64) []byte {
-	h := make([]byte, kmes.HdrBaseSize+len(ev.Type))
-	binary.LittleEndian.PutUint32(h[kmes.HdrEventSizeOff:], uint32(size))
-	binary.LittleEndian.PutUint32(h[kmes.HdrHeaderSizeOff:], uint32(len(h)))
-	binary.LittleEndian.PutUint64(h[kmes.HdrTimestampOff:], uint64(ts))
-	binary.LittleEndian.PutUint64(h[kmes.HdrSequenceOff:], r.seq)
-	binary.LittleEndian.PutUint16(h[kmes.HdrCPUIDOff:], uint16(r.cpu))
-	h[kmes.HdrOriginClassOff] = origin
-	binary.LittleEndian.PutUint16(h[kmes.HdrTypeLenOff:], uint16(len(ev.Type)))
-	copy(h[kmes.HdrTypeOff:], ev.Type)
+	h := make([]byte, abi.HdrBaseSize+len(ev.Type))
+	binary.LittleEndian.PutUint32(h[abi.HdrEventSizeOff:], uint32(size))
+	binary.LittleEndian.PutUint32(h[abi.HdrHeaderSizeOff:], uint32(len(h)))
+	binary.LittleEndian.PutUint64(h[abi.HdrTimestampOff:], uint64(ts))
+	binary.LittleEndian.PutUint64(h[abi.HdrSequenceOff:], r.seq)
+	binary.LittleEndian.PutUint16(h[abi.HdrCPUIDOff:], uint16(r.cpu))
+	h[abi.HdrOriginClassOff] = origin
+	binary.LittleEndian.PutUint16(h[abi.HdrTypeLenOff:], uint16(len(ev.Type)))
+	copy(h[abi.HdrTypeOff:], ev.Type)
 	return h
 }
 
@@ -508,7 +512,7 @@ func (s *Source) swap(i int, capacity uint64) (*Ring, error) {
 // nothing, while a reader still maps a ring that a swap replaced: at most
 // two generations exist. Rings and Ring wait until it is done.
 func (s *Source) SetCapacity(capacity uint64) error {
-	if capacity < kmes.CapacityMin || capacity > kmes.CapacityMax || capacity&(capacity-1) != 0 {
+	if capacity < abi.CapacityMin || capacity > abi.CapacityMax || capacity&(capacity-1) != 0 {
 		return fmt.Errorf("set capacity %d: %w", capacity, unix.EINVAL)
 	}
 	s.mu.Lock()

@@ -1,12 +1,11 @@
-// Package kmes is the Go side of KMES: the ABI of the kernel's event rings
-// and system calls. Its constants mirror include/uapi/linux/kmes.h, which
-// the series in patches/ adds; abi_test.go checks every one of them against
-// that header, so the two cannot drift.
-//
-// KMES is wired for linux/amd64 only. On other platforms the package
-// builds, and what needs the kernel or x86 memory ordering fails with
-// ErrUnsupported.
-package kmes
+// Package abi is the ABI of KMES as Go constants: the event header, the
+// mapping of a ring (producer page, consumer page, data), the batch entry
+// and the x86-64 system call numbers. They mirror
+// include/uapi/linux/kmes.h, which the series in patches/ adds; the kmes
+// package's abi_test.go checks every one of them against that header, so
+// the two cannot drift. Programs that use package kmes do not need them;
+// they are for those that read rings or build events themselves.
+package abi
 
 // Origin classes (event header byte 26).
 const (
@@ -95,13 +94,3 @@ const (
 	SysAttach    = 1091
 	SysEmitBatch = 1092
 )
-
-// emitEntry is struct kmes_emit_entry.
-type emitEntry struct {
-	Type       uint64
-	TypeLen    uint16
-	_          [6]byte
-	Payload    uint64
-	PayloadLen uint32
-	_          uint32
-}
