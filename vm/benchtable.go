@@ -92,7 +92,7 @@ type BenchTarget struct {
 	Max      float64
 }
 
-// BenchTargets are issue 12's targets, in the order README.md discusses
+// BenchTargets are issue 12's and issue 15's targets, in the order README.md discusses
 // them, with one comparison more: kmes_emit() beside a BPF ring buffer
 // record that is timestamped, as every KMES event is. They are reported, met or missed, not enforced: benchmarks do not
 // fail on a number.
@@ -110,6 +110,11 @@ var BenchTargets = []BenchTarget{
 	{"kernel_emit_64B", "floor_kernel_64B", 1.5},
 	{"emit_1KiB", "user_events_1KiB", 1},
 	{"emit_1KiB", "trace_marker_raw_1KiB", 1},
+	// Issue 15: the batch read against cilium/ebpf's reader, both reading
+	// every payload byte, and at least half a copy's speed.
+	{"drain_64B", "ebpf_drain_64B", 1},
+	{"drain_1KiB", "ebpf_drain_1KiB", 1},
+	{"copy_1KiB_rate", "drain_views_1KiB_rate", 2},
 }
 
 // BenchTargetTable returns a Markdown table of the targets: per column the

@@ -52,6 +52,20 @@ func pinTo(cpu int) error {
 	return nil
 }
 
+// emitOn emits one event on cpu, from a goroutine whose thread dies
+// pinned to it.
+func emitOn(cpu int, typ string, payload []byte) error {
+	errc := make(chan error, 1)
+	go func() {
+		if err := pinTo(cpu); err != nil {
+			errc <- err
+			return
+		}
+		errc <- kmes.Emit(typ, payload)
+	}()
+	return <-errc
+}
+
 // readerFor returns a Reader of cpu's ring (closed at the end of the
 // test), at the current end of the ring or, fromEnd false, at its oldest
 // surviving event.

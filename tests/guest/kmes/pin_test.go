@@ -45,16 +45,7 @@ func TestConsumerPinsReadersToTheirNode(t *testing.T) {
 	}
 	defer c.Close()
 	for cpu := range ncpu {
-		// One event on each CPU, from a goroutine whose thread dies pinned.
-		errc := make(chan error, 1)
-		go func() {
-			if err := pinTo(cpu); err != nil {
-				errc <- err
-				return
-			}
-			errc <- kmes.Emit(typ, mp(0xc0))
-		}()
-		if err := <-errc; err != nil {
+		if err := emitOn(cpu, typ, mp(0xc0)); err != nil {
 			t.Fatalf("emit on cpu %d: %v", cpu, err)
 		}
 	}

@@ -46,15 +46,7 @@ func TestReaderWaitsOnEveryCPU(t *testing.T) {
 		for cpu := range runtime.NumCPU() {
 			ask <- struct{}{}
 			time.Sleep(50 * time.Millisecond) // past the spin, into futex_waitv
-			errc := make(chan error, 1)
-			go func() {
-				if err := pinTo(cpu); err != nil {
-					errc <- err
-					return
-				}
-				errc <- kmes.Emit(typ, mp(0xc0))
-			}()
-			if err := <-errc; err != nil {
+			if err := emitOn(cpu, typ, mp(0xc0)); err != nil {
 				t.Fatalf("emit on cpu %d: %v", cpu, err)
 			}
 			select {
