@@ -250,7 +250,7 @@ func (c *Consumer) ReadMerged(fn func(*Record) error) error {
 	type item struct {
 		ring int
 		rec  *Record   // nil: the ring was found empty
-		at   time.Time // when rec was read, on the monotonic clock
+		at   time.Time // when rec was read, or the look that found the ring empty began
 	}
 	in := make(chan item, 1024)
 	index := make(map[int]int) // a CPU's queue
@@ -260,7 +260,8 @@ func (c *Consumer) ReadMerged(fn func(*Record) error) error {
 			queue[i] = len(index)
 			index[cpu] = queue[i]
 		}
-		rd.onIdle = func(i int) { in <- item{ring: queue[i]} }
+		rd.onIdle = func(i int, at time.Time) { in <- item{ring: queue[i], at: at} }
+		rd.idleEvery = c.opts.ReorderWindow / 4
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -275,22 +276,47 @@ func (c *Consumer) ReadMerged(fn func(*Record) error) error {
 	tick := time.NewTicker(m.window / 4)
 	defer tick.Stop()
 	idleTold := false // OnIdle was called, and no event came since
+	take := func(it item) {
+		if it.rec == nil {
+			m.queues[it.ring].idle, m.queues[it.ring].idleAt = true, it.at
+		} else {
+			m.add(it.ring, it.rec, it.at)
+			idleTold = false
+		}
+	}
 	for {
+		open := true
 		select {
 		case it, ok := <-in:
-			if !ok {
-				if err := <-errc; err != nil {
-					return err
+			open = ok
+			if ok {
+				// A full channel may hold a reader back, with an earlier
+				// event of another ring unread: nothing goes out by the
+				// window this round.
+				backedUp := len(in) == cap(in)-1
+				take(it)
+				// What was read already goes in before anything goes
+				// out: an earlier event may be right behind this one.
+				for drained := false; !drained && open; {
+					select {
+					case it, ok := <-in:
+						if open = ok; ok {
+							take(it)
+						}
+					default:
+						drained = true
+					}
 				}
-				return m.release(fn, time.Now(), true)
-			}
-			if it.rec == nil {
-				m.queues[it.ring].idle = true
-			} else {
-				m.add(it.ring, it.rec, it.at)
-				idleTold = false
+				m.backedUp = backedUp
 			}
 		case <-tick.C:
+			m.backedUp = false
+		}
+		if !open {
+			if err := <-errc; err != nil {
+				return err
+			}
+			return m.release(fn, time.Now(), true)
 		}
 		if err := m.release(fn, time.Now(), false); err != nil {
 			return abandon(c, in, errc, err)
@@ -331,6 +357,9 @@ func abandon[T any](c *Consumer, in <-chan T, errc <-chan error, err error) erro
 // ring, in the ring's order, and a heap of the queues that hold events,
 // by their first event.
 type merge struct {
+	// backedUp: the readers may be held back by a full channel, so an
+	// idle mark may hide an earlier event still in its ring.
+	backedUp     bool
 	queues       []ringQueue
 	heads        headHeap
 	held, bytes  int
@@ -340,8 +369,10 @@ type merge struct {
 
 type ringQueue struct {
 	events []heldEvent
-	// idle: the ring was found empty after its last event.
-	idle bool
+	// idle: the ring was found empty after its last event, by a look
+	// that began at idleAt.
+	idle   bool
+	idleAt time.Time
 }
 
 type heldEvent struct {
@@ -388,17 +419,25 @@ func (m *merge) release(fn func(*Record) error, now time.Time, all bool) error {
 }
 
 // ready reports whether no ring can still return an event that goes
-// before the first of the earliest queue: every other ring either has an
-// event waiting, which goes after it, or was found empty and the event
-// has waited the window.
+// before the first of the earliest queue, E: every other ring either has
+// an event waiting, which goes after E, or was found empty by a look that
+// began after E was read, and E has waited the window. An event that
+// ring publishes later was stamped after that look began, give or take
+// the moment between an event's stamp and its publication, which the
+// window covers. (An idle mark older than E says nothing: the ring's
+// events since may still be on their way, behind a busy reader.)
 func (m *merge) ready(now time.Time) bool {
 	first := m.heads[0]
+	e := first.events[0]
+	if m.backedUp || now.Sub(e.at) < m.window {
+		return len(m.queues) == 1
+	}
 	for i := range m.queues {
 		q := &m.queues[i]
 		if q == first || len(q.events) > 0 {
 			continue
 		}
-		if !q.idle || now.Sub(first.events[0].at) < m.window {
+		if !q.idle || q.idleAt.Before(e.at) {
 			return false
 		}
 	}

@@ -388,3 +388,46 @@ func TestConsumerMergedOnIdle(t *testing.T) {
 		t.Errorf("ReadMerged: %v, OnIdle after %v events; want stop, after [30 31]", err, readAtIdle)
 	}
 }
+
+// TestConsumerMergedWithASlowHandler: while fn is slow and the merge lags
+// the readers by more than the window, an event stamped before one
+// already read, on a ring that was idle, still goes out first: what was
+// read goes in before anything goes out, and an idle mark older than the
+// event says nothing.
+func TestConsumerMergedWithASlowHandler(t *testing.T) {
+	s := newSource(t, 2, testCapacity)
+	c := newConsumer(t, &kmes.Options{Source: s, ReorderWindow: 10 * time.Millisecond})
+	base := time.Now().UnixNano()
+	var ts atomic.Int64
+	for i := range 2 {
+		s.Producer(i).Now = func() int64 { return base + ts.Load() }
+	}
+	var stamps []int64
+	done := make(chan error, 1)
+	go func() {
+		done <- c.ReadMerged(func(r *kmes.Record) error {
+			stamps = append(stamps, r.Timestamp-base)
+			time.Sleep(2 * time.Millisecond) // a slow sink
+			return nil
+		})
+	}()
+	time.Sleep(50 * time.Millisecond) // both rings found empty
+	for i := range 50 {               // a backlog: 100 ms of fn
+		ts.Store(int64(i))
+		s.Emit(0, 0, "backlog", payloadFor(uint64(i), 2))
+	}
+	time.Sleep(20 * time.Millisecond)
+	ts.Store(1000)
+	s.Emit(0, 0, "later", payloadFor(1, 2))
+	time.Sleep(time.Millisecond)
+	ts.Store(500) // stamped before "later", published after it
+	s.Emit(1, 0, "earlier", payloadFor(1, 2))
+	time.Sleep(400 * time.Millisecond)
+	c.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(stamps) != 52 || !slices.IsSorted(stamps) {
+		t.Errorf("handed out %d events stamped %v, want 52 in order", len(stamps), stamps)
+	}
+}

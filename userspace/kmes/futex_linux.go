@@ -51,7 +51,9 @@ func privateWaiter(word *atomic.Uint32, val uint32) futexWaiter {
 // stay alive and where they are (ring mappings, or words of the heap).
 func futexWaitv(ws []futexWaiter, deadline time.Time) (int, error) {
 	var ts *unix.Timespec
-	if !deadline.IsZero() {
+	// A deadline centuries away is no deadline: its absolute time would
+	// overflow.
+	if !deadline.IsZero() && time.Until(deadline) < 100*365*24*time.Hour {
 		var now unix.Timespec
 		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &now); err != nil {
 			return -1, fmt.Errorf("futex_waitv: read CLOCK_MONOTONIC: %w", err)

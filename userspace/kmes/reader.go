@@ -75,10 +75,12 @@ type Reader struct {
 	// ReadEvents returns these first.
 	pending []View
 	batch   [readBatch]View
-	// onIdle, if set, is called with a ring's index when a read finds the
-	// ring empty after it returned events from it (or for the first
-	// time): ReadMerged learns that nothing older is coming from it.
-	onIdle func(i int)
+	// onIdle, if set, is told that ring i was found empty, by a look
+	// that began at the time given: ReadMerged learns that no event
+	// stamped before then is coming from it. It is told before every
+	// wait, and while other rings are read at most every idleEvery.
+	onIdle    func(i int, at time.Time)
+	idleEvery time.Duration
 
 	// ctl is the Reader's own futex word, among those it sleeps on:
 	// Close, Flush, SetDeadline and the watchers bump it, then wake it.
@@ -96,9 +98,9 @@ type Reader struct {
 }
 
 type readerRing struct {
-	index int // in the RingSource's order
-	ring  *Ring
-	idle  bool // found empty since its last event
+	index  int // in the RingSource's order
+	ring   *Ring
+	idleAt time.Time // when onIdle was last told of it
 }
 
 // NewReader attaches to every CPU's ring (the kernel's, or opts.Source's;
@@ -162,6 +164,9 @@ func openRings(opts *Options) (RingSource, []readerRing, error) {
 			return nil, nil, fmt.Errorf("attach rings: no ring of cpu %d (the kernel has rings of cpus %v)", cpu, have)
 		}
 	}
+	if len(rings) == 0 {
+		return nil, nil, fmt.Errorf("attach rings: no ring to read (the source has %d; Options.CPUs %v)", len(all), opts.CPUs)
+	}
 	return src, rings, nil
 }
 
@@ -214,6 +219,9 @@ func (rd *Reader) Stats() []Stats {
 // (after which reading may go on) when a ring holds an impossible event;
 // a "futex_waitv: " error when it cannot sleep, which would recur.
 func (rd *Reader) ReadEvents(dst []View) (int, error) {
+	if len(dst) == 0 {
+		return 0, nil
+	}
 	if len(rd.pending) > 0 && !rd.closed.Load() {
 		n := copy(dst, rd.pending)
 		rd.pending = rd.pending[n:]
@@ -312,8 +320,8 @@ func (rd *Reader) SetDeadline(t time.Time) {
 }
 
 // Flush makes a waiting read return at once: with the events that are
-// ready, or ErrFlushed. With no read waiting, the next read that would
-// wait returns ErrFlushed instead.
+// ready, or ErrFlushed. With no read waiting, it is the next read that
+// returns without waiting, with events or ErrFlushed.
 func (rd *Reader) Flush() {
 	rd.flush.Store(true)
 	rd.wake()
@@ -364,15 +372,24 @@ func (rd *Reader) readEvents(dst []View) (int, error) {
 		if rd.closed.Load() {
 			return 0, ErrClosed
 		}
-		n, err := rd.scan(dst)
+		var start time.Time
+		if rd.onIdle != nil {
+			start = time.Now()
+		}
+		n, err := rd.scan(dst, start)
 		if n > 0 || err != nil {
 			if rd.flush.Load() {
 				rd.flush.Store(false) // this read did not wait: the flush is served
 			}
 			return n, err
 		}
-		if len(dst) == 0 {
-			return 0, nil
+		if rd.onIdle != nil {
+			// Every ring was found empty: say so before waiting, however
+			// recently it was said.
+			for i := range rd.rings {
+				rd.rings[i].idleAt = start
+				rd.onIdle(i, start)
+			}
 		}
 		if rd.flush.Swap(false) {
 			return 0, ErrFlushed
@@ -388,8 +405,10 @@ func (rd *Reader) readEvents(dst []View) (int, error) {
 	}
 }
 
-// scan reads from the first ring, in turn, that has events.
-func (rd *Reader) scan(dst []View) (int, error) {
+// scan reads from the first ring, in turn, that has events. start is
+// when it began, for onIdle.
+func (rd *Reader) scan(dst []View, start time.Time) (int, error) {
+rings:
 	for k := range rd.rings {
 		i := (rd.next + k) % len(rd.rings)
 		rr := &rd.rings[i]
@@ -399,22 +418,23 @@ func (rd *Reader) scan(dst []View) (int, error) {
 			replaced := rr.ring.generationChanged()
 			n, err := rr.ring.ReadEvents(dst)
 			if n > 0 || err != nil {
-				rr.idle = false
 				rd.next = i + 1
 				return n, err
 			}
 			if !replaced {
 				break
 			}
-			if ok, err := rd.reattach(i); !ok || err != nil {
+			ok, err := rd.reattach(i)
+			if err != nil {
 				return 0, err
 			}
-		}
-		if !rr.idle {
-			rr.idle = true
-			if rd.onIdle != nil {
-				rd.onIdle(i)
+			if !ok {
+				continue rings // not replaced yet: the next ring
 			}
+		}
+		if rd.onIdle != nil && start.Sub(rr.idleAt) >= rd.idleEvery {
+			rr.idleAt = start
+			rd.onIdle(i, start)
 		}
 	}
 	return 0, nil
@@ -424,7 +444,7 @@ func (rd *Reader) scan(dst []View) (int, error) {
 // ready or the Reader's word moved (Close, Flush, SetDeadline).
 func (rd *Reader) spinWait() bool {
 	c := rd.ctl.Load()
-	for i := 0; i < rd.spin; i += len(rd.rings) {
+	for i := 0; i < rd.spin; i += max(len(rd.rings), 1) {
 		for _, r := range rd.rings {
 			if r.ring.ready() {
 				rd.spin = min(rd.spin*2, spinMax)
@@ -452,6 +472,9 @@ func (rd *Reader) sleep() error {
 	c := rd.ctl.Load()
 	if rd.closed.Load() || rd.flush.Load() {
 		return nil
+	}
+	if p := rd.waitErr.Load(); p != nil {
+		return *p // a watcher failed: its rings are not waited on
 	}
 	var deadline time.Time
 	if d := rd.deadline.Load(); d != nil {

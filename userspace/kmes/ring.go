@@ -285,11 +285,12 @@ func (r *Ring) Stats() Stats {
 // an empty one whose positions, generation and dropped count are 0; Stats
 // still holds what was counted.
 func (r *Ring) Close() error {
-	// The positions move to a page of zeros of the Ring's own, before the
-	// mapping goes, so nothing reads it once it is unmapped. The futex
-	// words stay: a closed Ring never waits, and Reader.Close may still
-	// wake on them from another goroutine.
-	r.positions(make([]byte, abi.MetaPageSize))
+	// Every word moves to a page of zeros of the Ring's own before the
+	// mapping goes, so nothing reads or writes it once it is unmapped.
+	zero := make([]byte, abi.MetaPageSize)
+	r.positions(zero)
+	r.futex = (*atomic.Uint32)(unsafe.Pointer(&zero[abi.MetaFutexOff]))
+	r.needWake = (*atomic.Uint32)(unsafe.Pointer(&zero[abi.MetaFutexOff+64]))
 	r.data, r.buf = nil, nil
 	r.readPos, r.bufPos, r.bufW = 0, 0, 0
 	c := r.closer

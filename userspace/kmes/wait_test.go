@@ -4,6 +4,7 @@ package kmes_test
 
 import (
 	"errors"
+	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -290,5 +291,60 @@ func TestReaderCPUs(t *testing.T) {
 	if _, err := kmes.NewReader(&kmes.Options{Source: s, CPUs: []int{7}}); err == nil ||
 		!strings.Contains(err.Error(), "no ring of cpu 7") {
 		t.Errorf("NewReader of a cpu without a ring: %v", err)
+	}
+}
+
+// TestReadEventsIntoNothing: a read into an empty slice reads nothing and
+// changes nothing, even with a swap pending (it once took the replaced
+// ring for drained, and skipped its events).
+func TestReadEventsIntoNothing(t *testing.T) {
+	s := newSource(t, 1, testCapacity)
+	rd := newReader(t, &kmes.Options{Source: s})
+	for i := range 5 {
+		s.Emit(0, 0, "x", payloadFor(uint64(i+1), 4))
+	}
+	if _, err := s.Swap(0, 2*testCapacity); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rd.ReadEvents(nil); n != 0 || err != nil {
+		t.Fatalf("ReadEvents(nil): %d, %v", n, err)
+	}
+	s.Emit(0, 0, "x", payloadFor(6, 4))
+	rd.SetDeadline(time.Now())
+	var seqs []uint64
+	for r, err := range rd.Records() {
+		if err != nil {
+			break
+		}
+		seqs = append(seqs, r.Sequence)
+	}
+	if !slices.Equal(seqs, []uint64{1, 2, 3, 4, 5, 6}) || rd.Stats()[0].Lost != 0 {
+		t.Errorf("read %v (stats %+v), want 1..6 and nothing lost", seqs, rd.Stats()[0])
+	}
+}
+
+// TestReaderOfNoRings: a Reader of no ring is an error, not a read that
+// spins for ever.
+func TestReaderOfNoRings(t *testing.T) {
+	s := newSource(t, 2, testCapacity)
+	if _, err := kmes.NewReader(&kmes.Options{Source: s, CPUs: []int{}}); err == nil ||
+		!strings.Contains(err.Error(), "no ring to read") {
+		t.Errorf("NewReader of no CPU: %v, want an error", err)
+	}
+}
+
+// TestReaderFarDeadline: a deadline centuries away is no deadline, not an
+// invalid timeout.
+func TestReaderFarDeadline(t *testing.T) {
+	s := newSource(t, 1, testCapacity)
+	rd := newReader(t, &kmes.Options{Source: s})
+	rd.SetDeadline(time.Now().Add(math.MaxInt64))
+	ask, got := readInBackground(rd)
+	defer close(ask)
+	ask <- struct{}{}
+	asleep()
+	s.Emit(0, 0, "x", []byte{0xc0})
+	if r := expect(t, got, "event with a far deadline"); r.n != 1 || r.err != nil {
+		t.Errorf("read with a deadline in 292 years: %d, %v", r.n, r.err)
 	}
 }
