@@ -1,6 +1,9 @@
 package kmes
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // KernelRings returns the RingSource of the running kernel: kmes_attach,
 // then an mmap of each ring.
@@ -47,4 +50,49 @@ func Attach() ([]*Ring, error) {
 		rings = append(rings, r)
 	}
 	return rings, nil
+}
+
+// ringsOf maps only the rings of cpus. kmes_attach gives one file
+// descriptor per possible CPU, in CPU order (KMES.md §3), so the ring of
+// a CPU is found without mapping the others; each mapped ring's cpu_id
+// confirms it.
+func (kernelRings) ringsOf(cpus []int) ([]*Ring, []int, error) {
+	possible, err := possibleCPUs()
+	if err != nil {
+		return nil, nil, fmt.Errorf("attach rings: %w", err)
+	}
+	for _, cpu := range cpus {
+		if !slices.Contains(possible, cpu) {
+			return nil, nil, fmt.Errorf("attach rings: no ring of cpu %d (the kernel has rings of cpus %v)", cpu, possible)
+		}
+	}
+	fds, capacity, err := attach()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer closeFDs(fds)
+	if len(fds) != len(possible) {
+		return nil, nil, fmt.Errorf("attach rings: kmes_attach gave %d rings for the %d possible cpus %v", len(fds), len(possible), possible)
+	}
+	var rings []*Ring
+	var index []int
+	for i, cpu := range possible {
+		if !slices.Contains(cpus, cpu) {
+			continue
+		}
+		r, err := mapRing(fds[i], capacity)
+		if err == nil && r.CPU() != cpu {
+			r.Close()
+			err = fmt.Errorf("map ring %d: its cpu_id is %d, not the %d-th possible cpu %d", i, r.CPU(), i, cpu)
+		}
+		if err != nil {
+			for _, r := range rings {
+				r.Close()
+			}
+			return nil, nil, err
+		}
+		rings = append(rings, r)
+		index = append(index, i)
+	}
+	return rings, index, nil
 }

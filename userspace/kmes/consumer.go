@@ -235,11 +235,12 @@ func (c *Consumer) drain(rd *Reader, fn func(*Record) error) error {
 // Close is called or fn returns an error. It merges the rings: each ring's
 // events in sequence order (KMES.md §1), and across rings the ring whose
 // next event is earliest by (timestamp, cpu, sequence) first. That event
-// goes out once every other ring has an event waiting, or has been found
-// empty and the event was read ReorderWindow ago: an event is published
-// within microseconds of its timestamp, so an empty ring cannot still
-// hold an earlier one. So a backlog comes out in order and a live event
-// waits about the window, whatever the wall clock does. When more than
+// goes out once it was read ReorderWindow ago and every other ring has an
+// event waiting or was found empty by a look that began after it was
+// read: an event is published within microseconds of its timestamp, so
+// that ring cannot still hold an earlier one. So a backlog comes out in
+// order, also when fn is slow, and a live event waits about the window,
+// whatever the wall clock does. When more than
 // MaxHeldBytes of events, or 65536 events, wait, the earliest goes out at
 // once. fn may keep the Record.
 func (c *Consumer) ReadMerged(fn func(*Record) error) error {

@@ -53,6 +53,16 @@ func nodeCPUs(cpu int) ([]int, error) {
 	return parseCPUList(strings.TrimSpace(string(b)))
 }
 
+// possibleCPUs returns the CPUs that can ever come online: those the
+// kernel has a ring for.
+func possibleCPUs() ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(sysfsCPU, "cpu", "possible"))
+	if err != nil {
+		return nil, err
+	}
+	return parseCPUList(strings.TrimSpace(string(b)))
+}
+
 // parseCPUList parses the kernel's CPU list format: "0-3,8,10-11".
 func parseCPUList(s string) ([]int, error) {
 	var cpus []int

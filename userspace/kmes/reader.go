@@ -137,7 +137,16 @@ func openRings(opts *Options) (RingSource, []readerRing, error) {
 	if src == nil {
 		src = KernelRings()
 	}
-	all, err := src.Rings()
+	var all []*Ring
+	var index []int // all[i]'s index in the source's order
+	var err error
+	if sel, ok := src.(cpuSelector); ok && opts.CPUs != nil {
+		all, index, err = sel.ringsOf(opts.CPUs)
+	} else if all, err = src.Rings(); err == nil {
+		for i := range all {
+			index = append(index, i)
+		}
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -150,7 +159,7 @@ func openRings(opts *Options) (RingSource, []readerRing, error) {
 		if opts.FromEnd {
 			ring.SeekEnd()
 		}
-		rings = append(rings, readerRing{index: i, ring: ring})
+		rings = append(rings, readerRing{index: index[i], ring: ring})
 	}
 	for _, cpu := range opts.CPUs {
 		if !slices.ContainsFunc(rings, func(r readerRing) bool { return r.ring.CPU() == cpu }) {
@@ -168,6 +177,13 @@ func openRings(opts *Options) (RingSource, []readerRing, error) {
 		return nil, nil, fmt.Errorf("attach rings: no ring to read (the source has %d; Options.CPUs %v)", len(all), opts.CPUs)
 	}
 	return src, rings, nil
+}
+
+// cpuSelector is a RingSource that can map only some CPUs' rings, as the
+// kernel's does: ringsOf returns them, in the source's order, with their
+// indices in it. A CPU it has no ring of is left out.
+type cpuSelector interface {
+	ringsOf(cpus []int) (rings []*Ring, index []int, err error)
 }
 
 func newReader(src RingSource, rings []readerRing) *Reader {

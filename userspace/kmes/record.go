@@ -82,26 +82,30 @@ type View struct {
 	lost, dropped uint64
 }
 
+// header is the fixed part of the event's header, which every event has
+// (parse checked): indexing it needs no bounds checks.
+func (v *View) header() *[abi.HdrBaseSize]byte { return (*[abi.HdrBaseSize]byte)(v.raw) }
+
 // CPU returns the CPU whose ring held the event (header cpu_id).
-func (v *View) CPU() int { return int(binary.LittleEndian.Uint16(v.raw[abi.HdrCPUIDOff:])) }
+func (v *View) CPU() int { return int(binary.LittleEndian.Uint16(v.header()[abi.HdrCPUIDOff:])) }
 
 // Sequence returns the per-CPU sequence number, starting at 1.
-func (v *View) Sequence() uint64 { return binary.LittleEndian.Uint64(v.raw[abi.HdrSequenceOff:]) }
+func (v *View) Sequence() uint64 { return binary.LittleEndian.Uint64(v.header()[abi.HdrSequenceOff:]) }
 
 // Timestamp returns CLOCK_REALTIME in nanoseconds at acceptance.
 func (v *View) Timestamp() int64 {
-	return int64(binary.LittleEndian.Uint64(v.raw[abi.HdrTimestampOff:]))
+	return int64(binary.LittleEndian.Uint64(v.header()[abi.HdrTimestampOff:]))
 }
 
 // Time returns the timestamp as a time.Time.
 func (v *View) Time() time.Time { return time.Unix(0, v.Timestamp()) }
 
 // Origin returns the origin class: OriginUser for the system calls.
-func (v *View) Origin() uint8 { return v.raw[abi.HdrOriginClassOff] }
+func (v *View) Origin() uint8 { return v.header()[abi.HdrOriginClassOff] }
 
 // Type returns the event type's bytes, in the View's memory.
 func (v *View) Type() []byte {
-	return v.raw[abi.HdrTypeOff : abi.HdrTypeOff+int(binary.LittleEndian.Uint16(v.raw[abi.HdrTypeLenOff:]))]
+	return v.raw[abi.HdrTypeOff : abi.HdrTypeOff+int(binary.LittleEndian.Uint16(v.header()[abi.HdrTypeLenOff:]))]
 }
 
 // TypeIs reports whether the event's type is typ, without allocating.
@@ -130,12 +134,12 @@ func (v *View) Decode(x any) error { return decode(v.Payload(), x) }
 func (v *View) Record(rec *Record) { v.record(rec) }
 
 func (v *View) record(rec *Record) {
-	ev := v.raw
+	ev, h := v.raw, v.header()
 	rec.raw = ev
-	rec.Timestamp = int64(binary.LittleEndian.Uint64(ev[abi.HdrTimestampOff:]))
-	rec.Sequence = binary.LittleEndian.Uint64(ev[abi.HdrSequenceOff:])
-	rec.CPU = int(binary.LittleEndian.Uint16(ev[abi.HdrCPUIDOff:]))
-	rec.Origin = ev[abi.HdrOriginClassOff]
+	rec.Timestamp = int64(binary.LittleEndian.Uint64(h[abi.HdrTimestampOff:]))
+	rec.Sequence = binary.LittleEndian.Uint64(h[abi.HdrSequenceOff:])
+	rec.CPU = int(binary.LittleEndian.Uint16(h[abi.HdrCPUIDOff:]))
+	rec.Origin = h[abi.HdrOriginClassOff]
 	if typ := v.Type(); !sameString(typ, rec.Type) {
 		rec.Type = string(typ)
 	}

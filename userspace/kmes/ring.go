@@ -401,7 +401,9 @@ func (r *Ring) parse(dst []View) (int, error) {
 		}
 		r.lapped = false
 		c.lastSeq, c.known = seq, true
-		dst[n] = View{raw: ev, hdr: hdr, lost: lost, dropped: dropped}
+		// Field by field: a composite literal goes through a temporary.
+		v := &dst[n]
+		v.raw, v.hdr, v.lost, v.dropped = ev, hdr, lost, dropped
 		n++
 	}
 	if n == 0 && len(buf) > 0 && len(buf) < abi.HdrBaseSize && r.bufW-r.readPos < abi.HdrBaseSize {

@@ -47,3 +47,5 @@ func pinToNode(cpu int) error { return unsupported(fmt.Sprintf("pin reader of cp
 func nodeCPUs(cpu int) ([]int, error) {
 	return nil, unsupported(fmt.Sprintf("find the NUMA node of cpu %d", cpu))
 }
+
+func possibleCPUs() ([]int, error) { return nil, unsupported("list the possible cpus") }

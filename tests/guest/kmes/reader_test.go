@@ -2,8 +2,10 @@ package kmesguest
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,5 +135,31 @@ func TestReaderReportsLossInPlace(t *testing.T) {
 	}
 	if s := rd.Stats()[0]; s.Lost != lost {
 		t.Errorf("Stats lost %d, the records said %d", s.Lost, lost)
+	}
+}
+
+// TestReaderMapsOnlyItsCPUs: a Reader of some CPUs maps only their rings
+// (kmes_attach's file descriptors are in CPU order), as /proc/self/maps
+// shows them ("kmes:[ring N]").
+func TestReaderMapsOnlyItsCPUs(t *testing.T) {
+	cpu := targetCPU()
+	rd, err := kmes.NewReader(&kmes.Options{CPUs: []int{cpu}})
+	if err != nil {
+		t.Fatalf("NewReader: %v", err)
+	}
+	defer rd.Close()
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rings := map[string]int{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if i := strings.Index(l, "kmes:[ring "); i >= 0 {
+			rings[l[i:]]++
+		}
+	}
+	want := fmt.Sprintf("kmes:[ring %d]", cpu)
+	if len(rings) != 1 || rings[want] == 0 {
+		t.Errorf("a Reader of cpu %d: the process maps %v, want only %s", cpu, rings, want)
 	}
 }
