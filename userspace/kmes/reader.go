@@ -70,11 +70,12 @@ type Reader struct {
 	rings []readerRing
 	next  int // the ring the next read looks at first: rings take turns
 	spin  int
-	// pending are the events of Read's last batch not returned yet: Read
-	// takes events from a ring as ReadEvents does, a batch at a time, and
-	// ReadEvents returns these first.
-	pending []View
-	batch   [readBatch]View
+	// batch[pendFrom:pendTo] are the events of Read's last batch not
+	// returned yet: Read takes events from a ring as ReadEvents does, a
+	// batch at a time, and ReadEvents returns these first. (Indices, not
+	// a slice: no write barrier per event.)
+	batch            [readBatch]View
+	pendFrom, pendTo int
 	// onIdle, if set, is told that ring i was found empty, by a look
 	// that began at the time given: ReadMerged learns that no event
 	// stamped before then is coming from it. It is told before every
@@ -238,9 +239,9 @@ func (rd *Reader) ReadEvents(dst []View) (int, error) {
 	if len(dst) == 0 {
 		return 0, nil
 	}
-	if len(rd.pending) > 0 && !rd.closed.Load() {
-		n := copy(dst, rd.pending)
-		rd.pending = rd.pending[n:]
+	if rd.pendFrom < rd.pendTo && !rd.closed.Load() {
+		n := copy(dst, rd.batch[rd.pendFrom:rd.pendTo])
+		rd.pendFrom += n
 		return n, nil
 	}
 	rd.reading.Store(true)
@@ -258,15 +259,15 @@ func (rd *Reader) ReadEvents(dst []View) (int, error) {
 // ReadEvents of one event, and the same errors. rec's Payload and Raw
 // point into the Reader's memory until the next read.
 func (rd *Reader) Read(rec *Record) error {
-	if len(rd.pending) == 0 || rd.closed.Load() {
+	if rd.pendFrom == rd.pendTo || rd.closed.Load() {
 		n, err := rd.ReadEvents(rd.batch[:])
 		if n == 0 {
 			return err
 		}
-		rd.pending = rd.batch[:n]
+		rd.pendFrom, rd.pendTo = 0, n
 	}
-	rd.pending[0].record(rec)
-	rd.pending = rd.pending[1:]
+	rd.batch[rd.pendFrom].record(rec)
+	rd.pendFrom++
 	return nil
 }
 
