@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/kmes-project/kmes/userspace/kmes"
+)
+
+// event is one event of a batch; its payload is in the batch's buffer.
+type event struct {
+	cpu           int
+	seq           uint64
+	ts            int64
+	origin        uint8
+	typ           string
+	off, n        int // the payload: batch.buf[off:off+n]
+	lost, dropped uint64
+}
+
+// batch is the events read since the last commit, copied out of the
+// Reader's memory (its Views are valid only until the next read), so
+// that a batch the database refused can be stored again later.
+type batch struct {
+	boot   string
+	noted  int64 // when the batch's losses were noted, ns
+	events []event
+	buf    []byte
+	types  map[string]string // interned types: one string per type, not per event
+}
+
+func newBatch(boot string, size int) *batch {
+	return &batch{boot: boot, events: make([]event, 0, size), types: make(map[string]string)}
+}
+
+func (b *batch) payload(e *event) []byte { return b.buf[e.off : e.off+e.n : e.off+e.n] }
+
+func (b *batch) reset() {
+	b.events = b.events[:0]
+	b.buf = b.buf[:0]
+	if len(b.types) > 4096 {
+		clear(b.types) // types are a small set, unless someone emits random ones
+	}
+}
+
+// add copies v into the batch with the losses before it.
+func (b *batch) add(v *kmes.View, lost, dropped uint64) {
+	typ, ok := b.types[string(v.Type())] // no allocation for the lookup
+	if !ok {
+		typ = string(v.Type())
+		b.types[typ] = typ
+	}
+	if lost > 0 || dropped > 0 {
+		b.noted = time.Now().UnixNano()
+	}
+	off := len(b.buf)
+	b.buf = append(b.buf, v.Payload()...)
+	b.events = append(b.events, event{cpu: v.CPU(), seq: v.Sequence(), ts: v.Timestamp(), origin: v.Origin(),
+		typ: typ, off: off, n: len(b.buf) - off, lost: lost, dropped: dropped})
+}
+
+// eventStore is what the drain loop stores into: *store, or a test's.
+type eventStore interface {
+	insert(b *batch) error
+	retain(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error)
+}
+
+// drainer moves events from a Reader into an eventStore, a batch at a
+// time.
+type drainer struct {
+	rd    *kmes.Reader
+	st    eventStore
+	cfg   *config
+	b     *batch
+	views []kmes.View
+	// last is the last sequence number stored of each CPU of this boot,
+	// 0 before the first. An event at or below it was stored already (by
+	// an earlier run of kmesd); a gap above it that the Reader did not
+	// report (it started reading after the gap: kmesd was not running)
+	// is lost. So every sequence number of the boot is accounted for.
+	last   map[int]uint64
+	stderr io.Writer
+	// retry is how long a full disk pauses storing before the next try.
+	retry time.Duration
+}
+
+func newDrainer(rd *kmes.Reader, st eventStore, cfg *config, boot string, last map[int]uint64, stderr io.Writer) *drainer {
+	return &drainer{rd: rd, st: st, cfg: cfg, b: newBatch(boot, cfg.batch), views: make([]kmes.View, min(cfg.batch, 1024)),
+		last: last, stderr: stderr, retry: 5 * time.Second}
+}
+
+// take adds the views to the batch, skipping those stored already and
+// counting gaps the Reader could not see as lost.
+func (d *drainer) take(views []kmes.View) {
+	for i := range views {
+		v := &views[i]
+		cpu, seq := v.CPU(), v.Sequence()
+		lost, dropped := v.Lost(), v.Dropped()
+		last := d.last[cpu]
+		if seq <= last {
+			continue
+		}
+		if gap := seq - last - 1; gap > lost+dropped {
+			lost = gap - dropped
+		}
+		d.last[cpu] = seq
+		d.b.add(v, lost, dropped)
+	}
+}
+
+// run drains until ctx is done, then commits what it read and returns
+// nil; or returns the error that stopped it.
+func (d *drainer) run(ctx context.Context) error {
+	// Close wakes a waiting read, which then returns ErrClosed.
+	stop := context.AfterFunc(ctx, func() { d.rd.Close() })
+	defer stop()
+
+	nextRetention := time.Now().Add(d.cfg.retentionInterval)
+	var flushAt time.Time // when the batch must be committed; zero: empty
+	d.rd.SetDeadline(nextRetention)
+	for {
+		n, err := d.rd.ReadEvents(d.views[:min(len(d.views), d.cfg.batch-len(d.b.events))])
+		empty := len(d.b.events) == 0
+		d.take(d.views[:n])
+		if empty && len(d.b.events) > 0 {
+			flushAt = time.Now().Add(d.cfg.flushInterval)
+			d.rd.SetDeadline(flushAt)
+		}
+		switch {
+		case err == nil || errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, kmes.ErrCorrupt):
+			fmt.Fprintf(d.stderr, "kmesd: %v\n", err) // the Reader goes on past it
+		case errors.Is(err, kmes.ErrClosed):
+			return d.commit(ctx)
+		default:
+			return errors.Join(fmt.Errorf("read events: %w", err), d.commit(ctx))
+		}
+		now := time.Now()
+		if len(d.b.events) >= d.cfg.batch || (!flushAt.IsZero() && !now.Before(flushAt)) {
+			if err := d.commit(ctx); err != nil {
+				return err
+			}
+			flushAt = time.Time{}
+			d.rd.SetDeadline(nextRetention)
+		}
+		if !now.Before(nextRetention) {
+			d.retain(now)
+			nextRetention = time.Now().Add(d.cfg.retentionInterval)
+			if flushAt.IsZero() {
+				d.rd.SetDeadline(nextRetention)
+			}
+		}
+	}
+}
+
+// commit stores the batch. While the disk is full it keeps the batch and
+// tries again every d.retry, reading nothing meanwhile: what the rings
+// overwrite then is counted as lost, by the sequence gap, when reading
+// resumes. It returns an error if ctx ends before the batch is stored.
+func (d *drainer) commit(ctx context.Context) error {
+	if len(d.b.events) == 0 {
+		return nil
+	}
+	paused := false
+	for {
+		err := d.st.insert(d.b)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errFull) {
+			return err
+		}
+		if !paused {
+			fmt.Fprintf(d.stderr, "kmesd: %v: storing paused, trying again every %s (free disk space or lower --max-bytes)\n", err, d.retry)
+			paused = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stopped with %d events not stored: %w", len(d.b.events), err)
+		case <-time.After(d.retry):
+		}
+	}
+	if paused {
+		fmt.Fprintf(d.stderr, "kmesd: storing resumed\n")
+	}
+	d.b.reset()
+	return nil
+}
+
+// retain applies --max-age and --max-bytes. Its failure is reported and
+// is no reason to stop storing: the next check may succeed (a full disk
+// can make a delete fail, and deleting is what frees it).
+func (d *drainer) retain(now time.Time) {
+	if _, err := d.st.retain(now, d.cfg.maxAge, d.cfg.maxBytes); err != nil {
+		fmt.Fprintf(d.stderr, "kmesd: retention: %v\n", err)
+	}
+}

@@ -1,0 +1,346 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// schemaVersion is the version of the schema below, kept in meta.
+const schemaVersion = 1
+
+// schema is the database kmesd writes (see the package documentation).
+const schema = `
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE events(
+	boot_id TEXT NOT NULL,
+	cpu     INTEGER NOT NULL,
+	seq     INTEGER NOT NULL,
+	ts_ns   INTEGER NOT NULL,
+	origin  INTEGER NOT NULL,
+	type    TEXT NOT NULL,
+	payload BLOB NOT NULL,
+	PRIMARY KEY(boot_id, cpu, seq)
+) WITHOUT ROWID;
+CREATE INDEX events_ts ON events(ts_ns);
+CREATE TABLE losses(
+	boot_id    TEXT NOT NULL,
+	cpu        INTEGER NOT NULL,
+	before_seq INTEGER NOT NULL,
+	lost       INTEGER NOT NULL,
+	dropped    INTEGER NOT NULL,
+	noted_ns   INTEGER NOT NULL,
+	PRIMARY KEY(boot_id, cpu, before_seq)
+) WITHOUT ROWID;
+`
+
+// errFull marks a store error that is the disk (or the database's size
+// limit) being full: the drain loop keeps the batch and tries again.
+var errFull = errors.New("database or disk is full")
+
+// errNotKMESD marks a database that is not one kmesd can use.
+var errNotKMESD = errors.New("not a kmesd database")
+
+// store is kmesd's SQLite database: one connection, one prepared insert
+// for events and one for losses, a transaction per batch.
+type store struct {
+	path   string
+	db     *sql.DB
+	conn   *sql.Conn // the one connection: BEGIN, the inserts and COMMIT on it
+	insEv  *sql.Stmt
+	insLos *sql.Stmt
+}
+
+// openStore opens (creating it, and its directory, if need be) the
+// database at path. Its errors are one line that says what to do.
+func openStore(path string) (*store, error) {
+	if err := checkWritable(path); err != nil {
+		return nil, err
+	}
+	// WAL: readers (kmesctl query) do not block the writer nor it them;
+	// synchronous=NORMAL syncs the WAL at checkpoints only, so a power
+	// loss may lose the last transactions but never corrupts, and a
+	// crash of kmesd alone loses nothing committed.
+	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	s := &store{path: path, db: db}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkWritable creates path's directory and the file if they are
+// missing, so that a path kmesd cannot write is reported with the
+// system's reason rather than SQLite's "unable to open".
+func checkWritable(path string) error {
+	fail := func(err error) error {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("open database %s: %w (choose a writable --db)", path, err)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fail(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return fail(err)
+	}
+	f.Close()
+	// The WAL and its index are files beside the database.
+	if err := unix.Access(dir, unix.W_OK); err != nil {
+		return fail(fmt.Errorf("directory %s: %w", dir, err))
+	}
+	return nil
+}
+
+// init checks the schema, creating it in an empty database, and prepares
+// the inserts.
+func (s *store) init() error {
+	ctx := context.Background()
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return s.openError(err)
+	}
+	s.conn = conn
+	var tables int
+	if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE type = 'table'`).Scan(&tables); err != nil {
+		return s.openError(err)
+	}
+	if tables == 0 {
+		if err := s.tx(func() error {
+			if _, err := conn.ExecContext(ctx, schema); err != nil {
+				return err
+			}
+			_, err := conn.ExecContext(ctx, `INSERT INTO meta VALUES('schema_version', ?), ('created_ns', ?)`,
+				strconv.Itoa(schemaVersion), strconv.FormatInt(time.Now().UnixNano(), 10))
+			return err
+		}); err != nil {
+			return fmt.Errorf("create schema in %s: %w", s.path, err)
+		}
+	}
+	var v string
+	err = conn.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v)
+	if err != nil {
+		return s.openError(fmt.Errorf("%w: read its schema version: %w", errNotKMESD, err))
+	}
+	switch n, err := strconv.Atoi(v); {
+	case err != nil:
+		return s.openError(fmt.Errorf("%w: schema version %q", errNotKMESD, v))
+	case n > schemaVersion:
+		return fmt.Errorf("database %s has schema version %d, newer than this kmesd's %d (use a newer kmesd, or another --db)", s.path, n, schemaVersion)
+	}
+	s.insEv, err = conn.PrepareContext(ctx, `INSERT OR IGNORE INTO events VALUES(?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return s.openError(err)
+	}
+	s.insLos, err = conn.PrepareContext(ctx, `INSERT OR IGNORE INTO losses VALUES(?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return s.openError(err)
+	}
+	return nil
+}
+
+// openError words an error found while opening the database.
+func (s *store) openError(err error) error {
+	if errors.Is(err, errNotKMESD) || sqliteCode(err) == sqlite3.SQLITE_NOTADB || sqliteCode(err) == sqlite3.SQLITE_CORRUPT {
+		return fmt.Errorf("database %s is not a kmesd database or is corrupt: %v (move it away, or choose another --db)", s.path, err)
+	}
+	return fmt.Errorf("open database %s: %w", s.path, err)
+}
+
+// sqliteCode returns the primary SQLite result code of err, or 0.
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() & 0xff
+	}
+	return 0
+}
+
+// tx runs fn in a transaction on the store's connection.
+func (s *store) tx(fn func() error) error {
+	ctx := context.Background()
+	if _, err := s.conn.ExecContext(ctx, "BEGIN"); err != nil {
+		return err
+	}
+	if err := fn(); err != nil {
+		s.conn.ExecContext(ctx, "ROLLBACK") // may fail if SQLite rolled back already
+		return err
+	}
+	if _, err := s.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		s.conn.ExecContext(ctx, "ROLLBACK")
+		return err
+	}
+	return nil
+}
+
+// lastSeqs returns the highest sequence number stored of each CPU of
+// boot: where reading resumes.
+func (s *store) lastSeqs(boot string) (map[int]uint64, error) {
+	rows, err := s.conn.QueryContext(context.Background(),
+		`SELECT cpu, max(seq) FROM events WHERE boot_id = ? GROUP BY cpu`, boot)
+	if err != nil {
+		return nil, fmt.Errorf("read last positions from %s: %w", s.path, err)
+	}
+	defer rows.Close()
+	last := make(map[int]uint64)
+	for rows.Next() {
+		var cpu int
+		var seq int64
+		if err := rows.Scan(&cpu, &seq); err != nil {
+			return nil, fmt.Errorf("read last positions from %s: %w", s.path, err)
+		}
+		last[cpu] = uint64(seq)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read last positions from %s: %w", s.path, err)
+	}
+	return last, nil
+}
+
+// insert stores the batch in one transaction, all or nothing; the batch
+// is the caller's to keep or reset. An error that is the disk being full
+// wraps errFull.
+func (s *store) insert(b *batch) error {
+	err := s.tx(func() error {
+		for i := range b.events {
+			if err := s.add(b, &b.events[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		if sqliteCode(err) == sqlite3.SQLITE_FULL {
+			return fmt.Errorf("store %d events in %s: %w: %w", len(b.events), s.path, errFull, err)
+		}
+		return fmt.Errorf("store %d events in %s: %w", len(b.events), s.path, err)
+	}
+	return nil
+}
+
+// add inserts one event, and the loss before it, in the open transaction.
+func (s *store) add(b *batch, e *event) error {
+	ctx := context.Background()
+	if e.lost > 0 || e.dropped > 0 {
+		if _, err := s.insLos.ExecContext(ctx, b.boot, e.cpu, int64(e.seq), int64(e.lost), int64(e.dropped), b.noted); err != nil {
+			return err
+		}
+	}
+	_, err := s.insEv.ExecContext(ctx, b.boot, e.cpu, int64(e.seq), e.ts, int(e.origin), e.typ, b.payload(e))
+	return err
+}
+
+// retain deletes the oldest events, by timestamp, that are older than
+// maxAge (if > 0) or beyond maxBytes of database pages in use (if > 0),
+// and the losses whose events are gone. Freed pages are reused by later
+// inserts (no VACUUM): the file stops growing at about maxBytes but does
+// not shrink. It returns how many events it deleted.
+func (s *store) retain(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error) {
+	ctx := context.Background()
+	var deleted int64
+	del := func(query string, args ...any) error {
+		return s.tx(func() error {
+			_, err := s.conn.ExecContext(ctx, query, args...)
+			return err
+		})
+	}
+	delEvents := func(query string, args ...any) error {
+		return s.tx(func() error {
+			res, err := s.conn.ExecContext(ctx, query, args...)
+			if err != nil {
+				return err
+			}
+			n, _ := res.RowsAffected()
+			deleted += n
+			return nil
+		})
+	}
+	if maxAge > 0 {
+		if err := delEvents(`DELETE FROM events WHERE ts_ns < ?`, now.Add(-maxAge).UnixNano()); err != nil {
+			return deleted, fmt.Errorf("delete events older than %s from %s: %w", maxAge, s.path, err)
+		}
+	}
+	// A few rounds: each deletes what the average event size says is
+	// over, and 5% of maxBytes more so that the next check has room.
+	for round := 0; maxBytes > 0 && round < 8; round++ {
+		used, err := s.usedBytes()
+		if err != nil {
+			return deleted, err
+		}
+		if used <= maxBytes {
+			break
+		}
+		var count int64
+		if err := s.conn.QueryRowContext(ctx, `SELECT count(*) FROM events`).Scan(&count); err != nil {
+			return deleted, fmt.Errorf("count events in %s: %w", s.path, err)
+		}
+		if count == 0 {
+			break // what is left is the schema and the losses
+		}
+		n := min(count, (used-maxBytes+maxBytes/20)/max(used/count, 1)+1)
+		var cutoff int64
+		if err := s.conn.QueryRowContext(ctx, `SELECT ts_ns FROM events ORDER BY ts_ns LIMIT 1 OFFSET ?`, n-1).Scan(&cutoff); err != nil {
+			return deleted, fmt.Errorf("find the oldest events in %s: %w", s.path, err)
+		}
+		if err := delEvents(`DELETE FROM events WHERE ts_ns <= ?`, cutoff); err != nil {
+			return deleted, fmt.Errorf("delete the oldest events from %s: %w", s.path, err)
+		}
+	}
+	if deleted > 0 {
+		err := del(`DELETE FROM losses WHERE NOT EXISTS (SELECT 1 FROM events e
+			WHERE e.boot_id = losses.boot_id AND e.cpu = losses.cpu AND e.seq = losses.before_seq)`)
+		if err != nil {
+			return deleted, fmt.Errorf("delete losses of deleted events from %s: %w", s.path, err)
+		}
+	}
+	return deleted, nil
+}
+
+// usedBytes is the size of the database's pages in use (not free).
+func (s *store) usedBytes() (int64, error) {
+	ctx := context.Background()
+	var pages, free, size int64
+	err := s.conn.QueryRowContext(ctx, `SELECT page_count, freelist_count, page_size FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()`).Scan(&pages, &free, &size)
+	if err != nil {
+		return 0, fmt.Errorf("read the size of %s: %w", s.path, err)
+	}
+	return (pages - free) * size, nil
+}
+
+// close closes the database; the WAL is checkpointed into it.
+func (s *store) close() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{s.insEv, s.insLos} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	if s.conn != nil {
+		errs = append(errs, s.conn.Close())
+	}
+	errs = append(errs, s.db.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close database %s: %w", s.path, err)
+	}
+	return nil
+}
