@@ -71,7 +71,8 @@ func openStore(path string) (*store, error) {
 	// synchronous=NORMAL syncs the WAL at checkpoints only, so a power
 	// loss may lose the last transactions but never corrupts, and a
 	// crash of kmesd alone loses nothing committed.
-	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+	// (init turns WAL on, which is kept in the file.)
+	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -121,6 +122,16 @@ func (s *store) init() error {
 		return s.openError(err)
 	}
 	s.conn = conn
+	// page_size takes effect only in a new database, and only before WAL
+	// is on: 16 KiB pages hold events of up to about 4 KiB in the tree
+	// itself, where 4 KiB pages give each event of over about 1000 bytes
+	// an overflow page of its own (a WITHOUT ROWID table's rows are index
+	// entries, which keep at most about a quarter page in the tree).
+	for _, p := range []string{"PRAGMA page_size = 16384", "PRAGMA journal_mode = WAL"} {
+		if _, err := conn.ExecContext(ctx, p); err != nil {
+			return s.openError(err)
+		}
+	}
 	var tables int
 	if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE type = 'table'`).Scan(&tables); err != nil {
 		return s.openError(err)
