@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmes-project/kmes/userspace/internal/eventdb"
 	"github.com/kmes-project/kmes/userspace/kmes"
 	"github.com/kmes-project/kmes/userspace/kmes/abi"
 	"github.com/kmes-project/kmes/userspace/kmestest"
@@ -35,11 +36,11 @@ func benchStore(b *testing.B, size int) {
 		b.Fatal(err)
 	}
 	defer src.Close()
-	st, err := openStore(filepath.Join(b.TempDir(), "events.db"))
+	st, err := eventdb.Open(filepath.Join(b.TempDir(), "events.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer st.close()
+	defer st.Close()
 	rd, err := kmes.NewReader(&kmes.Options{Source: src})
 	if err != nil {
 		b.Fatal(err)
@@ -76,19 +77,19 @@ func benchStore(b *testing.B, size int) {
 		b.StartTimer()
 		for stored := 0; stored < round; {
 			t0 := time.Now()
-			n, err := rd.ReadEvents(d.views[:cfg.batch-len(d.b.events)])
+			n, err := rd.ReadEvents(d.views[:cfg.batch-len(d.b.Events)])
 			d.take(d.views[:n])
 			t1 := time.Now()
 			drainT += t1.Sub(t0)
 			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 				b.Fatal(err)
 			}
-			if len(d.b.events) == cfg.batch || (err != nil && len(d.b.events) > 0) {
-				stored += len(d.b.events)
-				if err := st.insert(d.b); err != nil {
+			if len(d.b.Events) == cfg.batch || (err != nil && len(d.b.Events) > 0) {
+				stored += len(d.b.Events)
+				if err := st.Insert(d.b); err != nil {
 					b.Fatal(err)
 				}
-				d.b.reset()
+				d.b.Reset()
 				dbT += time.Since(t1)
 			}
 		}
@@ -98,7 +99,7 @@ func benchStore(b *testing.B, size int) {
 	b.ReportMetric(float64(b.N)/drainT.Seconds(), "drain-events/s")
 	b.ReportMetric(float64(b.N)/dbT.Seconds(), "db-events/s")
 	b.ReportMetric(float64(b.N)/(drainT+dbT).Seconds(), "events/s")
-	if n := count(st.path); n != b.N {
+	if n := count(st.Path()); n != b.N {
 		b.Fatalf("%d events stored, want %d", n, b.N)
 	}
 }

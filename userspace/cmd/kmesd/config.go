@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kmes-project/kmes/userspace/internal/eventdb"
 )
 
 // config is kmesd's settings, from the flags and the --config file.
@@ -21,9 +23,6 @@ type config struct {
 	maxAge            time.Duration
 	retentionInterval time.Duration
 }
-
-// DefaultDB is where kmesd keeps its database, and kmesctl query looks.
-const DefaultDB = "/var/lib/kmes/events.db"
 
 const usage = `Usage: kmesd [--db PATH] [--config FILE] [--batch N] [--flush-interval D]
              [--max-bytes SIZE] [--max-age D] [--retention-interval D]
@@ -132,7 +131,7 @@ func (v durationValue) Set(s string) error {
 // not given as flags, and checks them. help is true after --help.
 func parseConfig(args []string, stderr io.Writer) (cfg *config, help bool, err error) {
 	cfg = &config{
-		db:                DefaultDB,
+		db:                eventdb.DefaultPath,
 		batch:             1024,
 		flushInterval:     200 * time.Millisecond,
 		maxBytes:          1 << 30,

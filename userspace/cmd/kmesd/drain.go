@@ -8,65 +8,14 @@ import (
 	"os"
 	"time"
 
+	"github.com/kmes-project/kmes/userspace/internal/eventdb"
 	"github.com/kmes-project/kmes/userspace/kmes"
 )
 
-// event is one event of a batch; its payload is in the batch's buffer.
-type event struct {
-	cpu           int
-	seq           uint64
-	ts            int64
-	origin        uint8
-	typ           string
-	off, n        int // the payload: batch.buf[off:off+n]
-	lost, dropped uint64
-}
-
-// batch is the events read since the last commit, copied out of the
-// Reader's memory (its Views are valid only until the next read), so
-// that a batch the database refused can be stored again later.
-type batch struct {
-	boot   string
-	noted  int64 // when the batch's losses were noted, ns
-	events []event
-	buf    []byte
-	types  map[string]string // interned types: one string per type, not per event
-}
-
-func newBatch(boot string, size int) *batch {
-	return &batch{boot: boot, events: make([]event, 0, size), types: make(map[string]string)}
-}
-
-func (b *batch) payload(e *event) []byte { return b.buf[e.off : e.off+e.n : e.off+e.n] }
-
-func (b *batch) reset() {
-	b.events = b.events[:0]
-	b.buf = b.buf[:0]
-	if len(b.types) > 4096 {
-		clear(b.types) // types are a small set, unless someone emits random ones
-	}
-}
-
-// add copies v into the batch with the losses before it.
-func (b *batch) add(v *kmes.View, lost, dropped uint64) {
-	typ, ok := b.types[string(v.Type())] // no allocation for the lookup
-	if !ok {
-		typ = string(v.Type())
-		b.types[typ] = typ
-	}
-	if lost > 0 || dropped > 0 {
-		b.noted = time.Now().UnixNano()
-	}
-	off := len(b.buf)
-	b.buf = append(b.buf, v.Payload()...)
-	b.events = append(b.events, event{cpu: v.CPU(), seq: v.Sequence(), ts: v.Timestamp(), origin: v.Origin(),
-		typ: typ, off: off, n: len(b.buf) - off, lost: lost, dropped: dropped})
-}
-
 // eventStore is what the drain loop stores into: *store, or a test's.
 type eventStore interface {
-	insert(b *batch) error
-	retain(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error)
+	Insert(b *eventdb.Batch) error
+	Retain(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error)
 }
 
 // drainer moves events from a Reader into an eventStore, a batch at a
@@ -75,7 +24,7 @@ type drainer struct {
 	rd    *kmes.Reader
 	st    eventStore
 	cfg   *config
-	b     *batch
+	b     *eventdb.Batch
 	views []kmes.View
 	// last is the last sequence number stored of each CPU of this boot,
 	// 0 before the first. An event at or below it was stored already (by
@@ -89,7 +38,7 @@ type drainer struct {
 }
 
 func newDrainer(rd *kmes.Reader, st eventStore, cfg *config, boot string, last map[int]uint64, stderr io.Writer) *drainer {
-	return &drainer{rd: rd, st: st, cfg: cfg, b: newBatch(boot, cfg.batch), views: make([]kmes.View, min(cfg.batch, 1024)),
+	return &drainer{rd: rd, st: st, cfg: cfg, b: eventdb.NewBatch(boot, cfg.batch), views: make([]kmes.View, min(cfg.batch, 1024)),
 		last: last, stderr: stderr, retry: 5 * time.Second}
 }
 
@@ -108,7 +57,7 @@ func (d *drainer) take(views []kmes.View) {
 			lost = gap - dropped
 		}
 		d.last[cpu] = seq
-		d.b.add(v, lost, dropped)
+		d.b.AddView(v, lost, dropped)
 	}
 }
 
@@ -123,10 +72,10 @@ func (d *drainer) run(ctx context.Context) error {
 	var flushAt time.Time // when the batch must be committed; zero: empty
 	d.rd.SetDeadline(nextRetention)
 	for {
-		n, err := d.rd.ReadEvents(d.views[:min(len(d.views), d.cfg.batch-len(d.b.events))])
-		empty := len(d.b.events) == 0
+		n, err := d.rd.ReadEvents(d.views[:min(len(d.views), d.cfg.batch-len(d.b.Events))])
+		empty := len(d.b.Events) == 0
 		d.take(d.views[:n])
-		if empty && len(d.b.events) > 0 {
+		if empty && len(d.b.Events) > 0 {
 			flushAt = time.Now().Add(d.cfg.flushInterval)
 			d.rd.SetDeadline(flushAt)
 		}
@@ -140,7 +89,7 @@ func (d *drainer) run(ctx context.Context) error {
 			return errors.Join(fmt.Errorf("read events: %w", err), d.commit(ctx))
 		}
 		now := time.Now()
-		if len(d.b.events) >= d.cfg.batch || (!flushAt.IsZero() && !now.Before(flushAt)) {
+		if len(d.b.Events) >= d.cfg.batch || (!flushAt.IsZero() && !now.Before(flushAt)) {
 			if err := d.commit(ctx); err != nil {
 				return err
 			}
@@ -162,16 +111,16 @@ func (d *drainer) run(ctx context.Context) error {
 // overwrite then is counted as lost, by the sequence gap, when reading
 // resumes. It returns an error if ctx ends before the batch is stored.
 func (d *drainer) commit(ctx context.Context) error {
-	if len(d.b.events) == 0 {
+	if len(d.b.Events) == 0 {
 		return nil
 	}
 	paused := false
 	for {
-		err := d.st.insert(d.b)
+		err := d.st.Insert(d.b)
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, errFull) {
+		if !errors.Is(err, eventdb.ErrFull) {
 			return err
 		}
 		if !paused {
@@ -180,14 +129,14 @@ func (d *drainer) commit(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("stopped with %d events not stored: %w", len(d.b.events), err)
+			return fmt.Errorf("stopped with %d events not stored: %w", len(d.b.Events), err)
 		case <-time.After(d.retry):
 		}
 	}
 	if paused {
 		fmt.Fprintf(d.stderr, "kmesd: storing resumed\n")
 	}
-	d.b.reset()
+	d.b.Reset()
 	return nil
 }
 
@@ -195,7 +144,7 @@ func (d *drainer) commit(ctx context.Context) error {
 // is no reason to stop storing: the next check may succeed (a full disk
 // can make a delete fail, and deleting is what frees it).
 func (d *drainer) retain(now time.Time) {
-	if _, err := d.st.retain(now, d.cfg.maxAge, d.cfg.maxBytes); err != nil {
+	if _, err := d.st.Retain(now, d.cfg.maxAge, d.cfg.maxBytes); err != nil {
 		fmt.Fprintf(d.stderr, "kmesd: retention: %v\n", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmes-project/kmes/userspace/internal/eventdb"
 	"github.com/kmes-project/kmes/userspace/kmes"
 	"github.com/kmes-project/kmes/userspace/kmestest"
 )
@@ -339,24 +340,24 @@ func TestStartAfterLap(t *testing.T) {
 
 // fullStore fails with errFull until it is let go, then stores into st.
 type fullStore struct {
-	st    *store
+	st    *eventdb.DB
 	mu    sync.Mutex
 	full  bool
 	tries int
 }
 
-func (f *fullStore) insert(b *batch) error {
+func (f *fullStore) Insert(b *eventdb.Batch) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.full {
 		f.tries++
-		return fmt.Errorf("store %d events: %w: SQLITE_FULL (test)", len(b.events), errFull)
+		return fmt.Errorf("store %d events: %w: SQLITE_FULL (test)", len(b.Events), eventdb.ErrFull)
 	}
-	return f.st.insert(b)
+	return f.st.Insert(b)
 }
 
-func (f *fullStore) retain(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error) {
-	return f.st.retain(now, maxAge, maxBytes)
+func (f *fullStore) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error) {
+	return f.st.Retain(now, maxAge, maxBytes)
 }
 
 func (f *fullStore) attempts() int {
@@ -370,11 +371,11 @@ func (f *fullStore) attempts() int {
 func TestDiskFull(t *testing.T) {
 	src := newSource(t, 1, 1<<16)
 	db := filepath.Join(t.TempDir(), "events.db")
-	st, err := openStore(db)
+	st, err := eventdb.Open(db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.close()
+	defer st.Close()
 	fs := &fullStore{st: st, full: true}
 	rd, err := kmes.NewReader(&kmes.Options{Source: src})
 	if err != nil {

@@ -75,6 +75,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kmes-project/kmes/userspace/internal/eventdb"
 	"github.com/kmes-project/kmes/userspace/kmes"
 )
 
@@ -131,17 +132,17 @@ func run(ctx context.Context, args []string, stderr io.Writer, e *env) error {
 	if err != nil {
 		return err
 	}
-	st, err := openStore(cfg.db)
+	st, err := eventdb.Open(cfg.db)
 	if err != nil {
 		return err
 	}
 	err = drain(ctx, st, cfg, boot, e.source, stderr)
-	return errors.Join(err, st.close())
+	return errors.Join(err, st.Close())
 }
 
 // drain reads the rings into st until ctx is done.
-func drain(ctx context.Context, st *store, cfg *config, boot string, src kmes.RingSource, stderr io.Writer) error {
-	last, err := st.lastSeqs(boot)
+func drain(ctx context.Context, st *eventdb.DB, cfg *config, boot string, src kmes.RingSource, stderr io.Writer) error {
+	last, err := st.LastSeqs(boot)
 	if err != nil {
 		return err
 	}

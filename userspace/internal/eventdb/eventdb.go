@@ -1,4 +1,7 @@
-package main
+// Package eventdb is kmesd's SQLite database of events: the writing
+// side, which kmesd uses, and the reading side, which kmesctl query uses.
+// The schema is in kmesd's documentation (and Schema below).
+package eventdb
 
 import (
 	"context"
@@ -16,11 +19,11 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// schemaVersion is the version of the schema below, kept in meta.
-const schemaVersion = 1
+// SchemaVersion is the version of the schema below, kept in meta.
+const SchemaVersion = 1
 
-// schema is the database kmesd writes (see the package documentation).
-const schema = `
+// Schema is the database kmesd writes (see its documentation).
+const Schema = `
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE events(
 	boot_id TEXT NOT NULL,
@@ -44,16 +47,20 @@ CREATE TABLE losses(
 ) WITHOUT ROWID;
 `
 
-// errFull marks a store error that is the disk (or the database's size
-// limit) being full: the drain loop keeps the batch and tries again.
-var errFull = errors.New("database or disk is full")
+// ErrFull marks an Insert that failed because the disk (or the
+// database's size limit) is full: the batch may be stored again later.
+var ErrFull = errors.New("database or disk is full")
 
-// errNotKMESD marks a database that is not one kmesd can use.
-var errNotKMESD = errors.New("not a kmesd database")
+// ErrNotKMESD marks a database that is not one kmesd can use.
+var ErrNotKMESD = errors.New("not a kmesd database")
 
-// store is kmesd's SQLite database: one connection, one prepared insert
-// for events and one for losses, a transaction per batch.
-type store struct {
+// DefaultPath is where kmesd keeps its database, and kmesctl query
+// looks for it.
+const DefaultPath = "/var/lib/kmes/events.db"
+
+// DB is kmesd's database open for writing: one connection, one prepared
+// insert for events and one for losses, a transaction per batch.
+type DB struct {
 	path   string
 	db     *sql.DB
 	conn   *sql.Conn // the one connection: BEGIN, the inserts and COMMIT on it
@@ -61,9 +68,10 @@ type store struct {
 	insLos *sql.Stmt
 }
 
-// openStore opens (creating it, and its directory, if need be) the
-// database at path. Its errors are one line that says what to do.
-func openStore(path string) (*store, error) {
+// Open opens (creating it, and its directory, if need be) the database
+// at path for writing. Its errors are one line that says what to do,
+// naming kmesd's --db flag.
+func Open(path string) (*DB, error) {
 	if err := checkWritable(path); err != nil {
 		return nil, err
 	}
@@ -78,7 +86,7 @@ func openStore(path string) (*store, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1)
-	s := &store{path: path, db: db}
+	s := &DB{path: path, db: db}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err
@@ -115,7 +123,7 @@ func checkWritable(path string) error {
 
 // init checks the schema, creating it in an empty database, and prepares
 // the inserts.
-func (s *store) init() error {
+func (s *DB) init() error {
 	ctx := context.Background()
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
@@ -138,26 +146,26 @@ func (s *store) init() error {
 	}
 	if tables == 0 {
 		if err := s.tx(func() error {
-			if _, err := conn.ExecContext(ctx, schema); err != nil {
+			if _, err := conn.ExecContext(ctx, Schema); err != nil {
 				return err
 			}
 			_, err := conn.ExecContext(ctx, `INSERT INTO meta VALUES('schema_version', ?), ('created_ns', ?)`,
-				strconv.Itoa(schemaVersion), strconv.FormatInt(time.Now().UnixNano(), 10))
+				strconv.Itoa(SchemaVersion), strconv.FormatInt(time.Now().UnixNano(), 10))
 			return err
 		}); err != nil {
-			return fmt.Errorf("create schema in %s: %w", s.path, err)
+			return fmt.Errorf("create Schema in %s: %w", s.path, err)
 		}
 	}
 	var v string
 	err = conn.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v)
 	if err != nil {
-		return s.openError(fmt.Errorf("%w: read its schema version: %w", errNotKMESD, err))
+		return s.openError(fmt.Errorf("%w: read its schema version: %w", ErrNotKMESD, err))
 	}
 	switch n, err := strconv.Atoi(v); {
 	case err != nil:
-		return s.openError(fmt.Errorf("%w: schema version %q", errNotKMESD, v))
-	case n > schemaVersion:
-		return fmt.Errorf("database %s has schema version %d, newer than this kmesd's %d (use a newer kmesd, or another --db)", s.path, n, schemaVersion)
+		return s.openError(fmt.Errorf("%w: schema version %q", ErrNotKMESD, v))
+	case n > SchemaVersion:
+		return fmt.Errorf("database %s has schema version %d, newer than this kmesd's %d (use a newer kmesd, or another --db)", s.path, n, SchemaVersion)
 	}
 	s.insEv, err = conn.PrepareContext(ctx, `INSERT OR IGNORE INTO events VALUES(?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
@@ -171,8 +179,8 @@ func (s *store) init() error {
 }
 
 // openError words an error found while opening the database.
-func (s *store) openError(err error) error {
-	if errors.Is(err, errNotKMESD) || sqliteCode(err) == sqlite3.SQLITE_NOTADB || sqliteCode(err) == sqlite3.SQLITE_CORRUPT {
+func (s *DB) openError(err error) error {
+	if errors.Is(err, ErrNotKMESD) || sqliteCode(err) == sqlite3.SQLITE_NOTADB || sqliteCode(err) == sqlite3.SQLITE_CORRUPT {
 		return fmt.Errorf("database %s is not a kmesd database or is corrupt: %v (move it away, or choose another --db)", s.path, err)
 	}
 	return fmt.Errorf("open database %s: %w", s.path, err)
@@ -187,8 +195,8 @@ func sqliteCode(err error) int {
 	return 0
 }
 
-// tx runs fn in a transaction on the store's connection.
-func (s *store) tx(fn func() error) error {
+// tx runs fn in a transaction on the DB's connection.
+func (s *DB) tx(fn func() error) error {
 	ctx := context.Background()
 	if _, err := s.conn.ExecContext(ctx, "BEGIN"); err != nil {
 		return err
@@ -204,9 +212,9 @@ func (s *store) tx(fn func() error) error {
 	return nil
 }
 
-// lastSeqs returns the highest sequence number stored of each CPU of
+// LastSeqs returns the highest sequence number stored of each CPU of
 // boot: where reading resumes.
-func (s *store) lastSeqs(boot string) (map[int]uint64, error) {
+func (s *DB) LastSeqs(boot string) (map[int]uint64, error) {
 	rows, err := s.conn.QueryContext(context.Background(),
 		`SELECT cpu, max(seq) FROM events WHERE boot_id = ? GROUP BY cpu`, boot)
 	if err != nil {
@@ -228,13 +236,14 @@ func (s *store) lastSeqs(boot string) (map[int]uint64, error) {
 	return last, nil
 }
 
-// insert stores the batch in one transaction, all or nothing; the batch
+// Insert stores the batch in one transaction, all or nothing; the batch
 // is the caller's to keep or reset. An error that is the disk being full
-// wraps errFull.
-func (s *store) insert(b *batch) error {
+// wraps ErrFull. An event stored already (its boot, CPU and sequence
+// number) is left as it is.
+func (s *DB) Insert(b *Batch) error {
 	err := s.tx(func() error {
-		for i := range b.events {
-			if err := s.add(b, &b.events[i]); err != nil {
+		for i := range b.Events {
+			if err := s.add(b, &b.Events[i]); err != nil {
 				return err
 			}
 		}
@@ -242,31 +251,31 @@ func (s *store) insert(b *batch) error {
 	})
 	if err != nil {
 		if sqliteCode(err) == sqlite3.SQLITE_FULL {
-			return fmt.Errorf("store %d events in %s: %w: %w", len(b.events), s.path, errFull, err)
+			return fmt.Errorf("store %d events in %s: %w: %w", len(b.Events), s.path, ErrFull, err)
 		}
-		return fmt.Errorf("store %d events in %s: %w", len(b.events), s.path, err)
+		return fmt.Errorf("store %d events in %s: %w", len(b.Events), s.path, err)
 	}
 	return nil
 }
 
 // add inserts one event, and the loss before it, in the open transaction.
-func (s *store) add(b *batch, e *event) error {
+func (s *DB) add(b *Batch, e *Event) error {
 	ctx := context.Background()
-	if e.lost > 0 || e.dropped > 0 {
-		if _, err := s.insLos.ExecContext(ctx, b.boot, e.cpu, int64(e.seq), int64(e.lost), int64(e.dropped), b.noted); err != nil {
+	if e.Lost > 0 || e.Dropped > 0 {
+		if _, err := s.insLos.ExecContext(ctx, b.boot, e.CPU, int64(e.Seq), int64(e.Lost), int64(e.Dropped), b.noted); err != nil {
 			return err
 		}
 	}
-	_, err := s.insEv.ExecContext(ctx, b.boot, e.cpu, int64(e.seq), e.ts, int(e.origin), e.typ, b.payload(e))
+	_, err := s.insEv.ExecContext(ctx, b.boot, e.CPU, int64(e.Seq), e.Timestamp, int(e.Origin), e.Type, b.Payload(e))
 	return err
 }
 
-// retain deletes the oldest events, by timestamp, that are older than
+// Retain deletes the oldest events, by timestamp, that are older than
 // maxAge (if > 0) or beyond maxBytes of database pages in use (if > 0),
 // and the losses whose events are gone. Freed pages are reused by later
 // inserts (no VACUUM): the file stops growing at about maxBytes but does
 // not shrink. It returns how many events it deleted.
-func (s *store) retain(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error) {
+func (s *DB) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error) {
 	ctx := context.Background()
 	var deleted int64
 	del := func(query string, args ...any) error {
@@ -294,7 +303,7 @@ func (s *store) retain(now time.Time, maxAge time.Duration, maxBytes int64) (int
 	// A few rounds: each deletes what the average event size says is
 	// over, and 5% of maxBytes more so that the next check has room.
 	for round := 0; maxBytes > 0 && round < 8; round++ {
-		used, err := s.usedBytes()
+		used, err := s.UsedBytes()
 		if err != nil {
 			return deleted, err
 		}
@@ -327,8 +336,8 @@ func (s *store) retain(now time.Time, maxAge time.Duration, maxBytes int64) (int
 	return deleted, nil
 }
 
-// usedBytes is the size of the database's pages in use (not free).
-func (s *store) usedBytes() (int64, error) {
+// UsedBytes is the size of the database's pages in use (not free).
+func (s *DB) UsedBytes() (int64, error) {
 	ctx := context.Background()
 	var pages, free, size int64
 	err := s.conn.QueryRowContext(ctx, `SELECT page_count, freelist_count, page_size FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()`).Scan(&pages, &free, &size)
@@ -338,8 +347,8 @@ func (s *store) usedBytes() (int64, error) {
 	return (pages - free) * size, nil
 }
 
-// close closes the database; the WAL is checkpointed into it.
-func (s *store) close() error {
+// Close closes the database; the WAL is checkpointed into it.
+func (s *DB) Close() error {
 	var errs []error
 	for _, st := range []*sql.Stmt{s.insEv, s.insLos} {
 		if st != nil {

@@ -1,0 +1,179 @@
+package eventdb
+
+import (
+	"context"
+	"database/sql"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var bgctx = context.Background()
+
+const testBoot = "0a1b2c3d-test-boot"
+
+// row is an event as the database holds it, without its payload.
+type row struct {
+	cpu           int
+	seq           uint64
+	ts            int64
+	lost, dropped uint64
+}
+
+// readRows returns the events stored with their losses, in key order.
+func readRows(t *testing.T, path string) []row {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT e.cpu, e.seq, e.ts_ns, coalesce(l.lost, 0), coalesce(l.dropped, 0)
+		FROM events e LEFT JOIN losses l ON l.boot_id = e.boot_id AND l.cpu = e.cpu AND l.before_seq = e.seq
+		ORDER BY e.boot_id, e.cpu, e.seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.cpu, &r.seq, &r.ts, &r.lost, &r.dropped); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// openTestStore opens a store in a new directory.
+func openTestStore(t *testing.T) (*DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "events.db")
+	st, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st, path
+}
+
+func TestRetentionByAge(t *testing.T) {
+	st, path := openTestStore(t)
+	now := time.Now()
+	b := NewBatch(testBoot, 0)
+	// CPU 0: an event a day for 10 days; the one 5 days old has a loss.
+	for i := range 10 {
+		b.Add(Event{Seq: uint64(i + 1), Timestamp: now.Add(-time.Duration(10-i) * 24 * time.Hour).UnixNano(), Type: "old"}, []byte{0xc0})
+	}
+	b.Events[5].Lost = 3
+	b.Events[8].Dropped = 1
+	if err := st.Insert(b); err != nil {
+		t.Fatal(err)
+	}
+	// 10, 9, ..., 4 days old go; 3, 2, 1 stay.
+	n, err := st.Retain(now, 3*24*time.Hour+time.Hour, 0)
+	if err != nil || n != 7 {
+		t.Fatalf("retain deleted %d, %v; want 7", n, err)
+	}
+	rows := readRows(t, path)
+	if len(rows) != 3 || rows[0].seq != 8 {
+		t.Fatalf("left %+v, want seq 8..10", rows)
+	}
+	if rows[1].dropped != 1 {
+		t.Errorf("the loss of a kept event went: %+v", rows[1])
+	}
+	if l := countLosses(t, path); l != 1 {
+		t.Errorf("%d losses rows left, want 1 (the deleted event's went with it)", l)
+	}
+}
+
+func countLosses(t *testing.T, path string) int {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM losses`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestRetentionBySize(t *testing.T) {
+	st, path := openTestStore(t)
+	b := NewBatch(testBoot, 0)
+	payload := make([]byte, 1000)
+	const n = 8000 // about 8 MB
+	for seq := uint64(1); seq <= n; seq++ {
+		// Two CPUs, interleaved in time.
+		b.Add(Event{CPU: int(seq % 2), Seq: seq, Timestamp: int64(seq) * 1000, Type: "big"}, payload)
+		if len(b.Events) == 1000 {
+			if err := st.Insert(b); err != nil {
+				t.Fatal(err)
+			}
+			b.Reset()
+		}
+	}
+	used, err := st.UsedBytes()
+	if err != nil || used < 8e6 {
+		t.Fatalf("%d bytes used, %v", used, err)
+	}
+	const limit = 2 << 20
+	deleted, err := st.Retain(time.Now(), 0, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used, _ = st.UsedBytes(); used > limit {
+		t.Errorf("%d bytes used after retention, limit %d", used, limit)
+	}
+	rows := readRows(t, path)
+	if int64(len(rows))+deleted != n || len(rows) < n/8 {
+		t.Fatalf("%d events left and %d deleted of %d", len(rows), deleted, n)
+	}
+	// The newest are kept.
+	var oldestKept int64 = 1 << 62
+	for _, r := range rows {
+		oldestKept = min(oldestKept, r.ts)
+	}
+	if want := int64(n-len(rows)+1) * 1000; oldestKept != want {
+		t.Errorf("oldest event kept at %d, want %d: not the oldest were deleted", oldestKept, want)
+	}
+	// Freed pages are reused: storing as much again does not grow the file.
+	fi, _ := os.Stat(path)
+	for seq := uint64(n + 1); seq <= n+uint64(deleted); seq++ {
+		b.Add(Event{Seq: seq, Timestamp: int64(seq) * 1000, Type: "big"}, payload)
+	}
+	if err := st.Insert(b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.conn.ExecContext(bgctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		t.Fatal(err)
+	}
+	if fi2, _ := os.Stat(path); fi2.Size() > fi.Size()+1<<20 {
+		t.Errorf("file grew from %d to %d bytes with freed pages to reuse", fi.Size(), fi2.Size())
+	}
+}
+
+// The permission error as a user gets it, from the error wording alone.
+func TestUnwritableWording(t *testing.T) {
+	err := checkWritable("/proc/kmesd-test/x.db")
+	if err == nil || !strings.HasSuffix(err.Error(), "(choose a writable --db)") || !strings.HasPrefix(err.Error(), "open database /proc/kmesd-test/x.db: ") {
+		t.Errorf("%v", err)
+	}
+}
+
+// The database is in WAL mode, with 16 KiB pages and synchronous=NORMAL.
+func TestPragmas(t *testing.T) {
+	st, _ := openTestStore(t)
+	for p, want := range map[string]string{"journal_mode": "wal", "page_size": "16384", "synchronous": "1"} {
+		var got string
+		if err := st.conn.QueryRowContext(bgctx, "PRAGMA "+p).Scan(&got); err != nil || got != want {
+			t.Errorf("PRAGMA %s: %q, %v; want %q", p, got, err, want)
+		}
+	}
+}
