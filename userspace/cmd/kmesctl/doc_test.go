@@ -159,7 +159,7 @@ func TestBashCompletion(t *testing.T) {
 		words []string
 		want  string
 	}{
-		{[]string{"kmesctl", ""}, "emit tail stat bench help --help --version"},
+		{[]string{"kmesctl", ""}, "emit tail stat bench query help --help --version"},
 		{[]string{"kmesctl", "ta"}, "tail"},
 		{[]string{"kmesctl", "s"}, "stat"},
 		{[]string{"kmesctl", "--v"}, "--version"},
@@ -182,6 +182,8 @@ func TestBashCompletion(t *testing.T) {
 		{[]string{"kmesctl", "emit", "app.x", ""}, ""},
 		{[]string{"kmesctl", "emit", "-"}, "--raw --help"},
 		{[]string{"kmesctl", "bench", "--batch", ""}, ""},
+		{[]string{"kmesctl", "query", "-o", "s"}, "short"},
+		{[]string{"kmesctl", "query", "--d"}, "--db"},
 	} {
 		if got := strings.Join(complete(t, c.words...), " "); got != c.want {
 			t.Errorf("completion of %q: %q, want %q", c.words, got, c.want)

@@ -78,11 +78,21 @@ type optionalFlag struct {
 func (o *optionalFlag) String() string     { return o.s }
 func (o *optionalFlag) Set(s string) error { o.s, o.set = s, true; return nil }
 
-// filterFlags are tail's filter flags as typed; parse checks them.
+// filterFlags are tail's and query's filter flags as typed; parse checks
+// them.
 type filterFlags struct {
+	cmd          string // the command, for errors; "" is tail
 	types, cpus  listFlag
 	origin       int
 	since, until optionalFlag
+}
+
+// command is the command the flags are of, for errors.
+func (ff *filterFlags) command() string {
+	if ff.cmd == "" {
+		return "tail"
+	}
+	return ff.cmd
 }
 
 func (ff *filterFlags) define(fs *flag.FlagSet) {
@@ -100,14 +110,14 @@ const timeForms = `2026-12-05T10:00:00Z (RFC 3339, fraction and zone optional), 
 func (ff *filterFlags) parse(now time.Time) (*filter, error) {
 	f := &filter{origin: ff.origin, since: math.MinInt64, until: math.MaxInt64}
 	if f.origin > 255 || f.origin < -1 {
-		return nil, usagef("kmesctl tail: --origin %d is not an origin class (0..255)", f.origin)
+		return nil, usagef("kmesctl %s: --origin %d is not an origin class (0..255)", ff.command(), f.origin)
 	}
 	for _, g := range ff.types {
 		if g == "" {
-			return nil, usagef("kmesctl tail: --type \"\": empty glob: use '*' for every type")
+			return nil, usagef("kmesctl %s: --type \"\": empty glob: use '*' for every type", ff.command())
 		}
 		if _, err := path.Match(g, ""); err != nil {
-			return nil, usagef("kmesctl tail: --type %q: malformed glob: use *, ?, [abc], [a-z], [^a], and \\ before one of them to match it as it is", g)
+			return nil, usagef("kmesctl %s: --type %q: malformed glob: use *, ?, [abc], [a-z], [^a], and \\ before one of them to match it as it is", ff.command(), g)
 		}
 	}
 	f.types = ff.types
@@ -115,7 +125,7 @@ func (ff *filterFlags) parse(now time.Time) (*filter, error) {
 		for s := range strings.SplitSeq(list, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(s))
 			if err != nil || n < 0 || n > 65535 {
-				return nil, usagef("kmesctl tail: --cpu %q: %q is not a CPU number: give CPUs as 0,2 or repeat --cpu", list, s)
+				return nil, usagef("kmesctl %s: --cpu %q: %q is not a CPU number: give CPUs as 0,2 or repeat --cpu", ff.command(), list, s)
 			}
 			f.cpuSet = append(f.cpuSet, n)
 		}
@@ -125,19 +135,19 @@ func (ff *filterFlags) parse(now time.Time) (*filter, error) {
 	if ff.since.set {
 		t, err := parseTime(ff.since.s, now)
 		if err != nil {
-			return nil, usagef("kmesctl tail: --since %q is not a time: use %s", ff.since.s, timeForms)
+			return nil, usagef("kmesctl %s: --since %q is not a time: use %s", ff.command(), ff.since.s, timeForms)
 		}
 		f.since = unixNano(t)
 	}
 	if ff.until.set {
 		t, err := parseTime(ff.until.s, now)
 		if err != nil {
-			return nil, usagef("kmesctl tail: --until %q is not a time: use %s", ff.until.s, timeForms)
+			return nil, usagef("kmesctl %s: --until %q is not a time: use %s", ff.command(), ff.until.s, timeForms)
 		}
 		f.until = unixNano(t)
 	}
 	if f.since > f.until {
-		return nil, usagef("kmesctl tail: --since %s is after --until %s: no event can match", ff.since.s, ff.until.s)
+		return nil, usagef("kmesctl %s: --since %s is after --until %s: no event can match", ff.command(), ff.since.s, ff.until.s)
 	}
 	return f, nil
 }

@@ -15,7 +15,7 @@ _kmesctl() {
 	COMPREPLY=()
 
 	if ((COMP_CWORD == 1)); then
-		COMPREPLY=($(compgen -W "emit tail stat bench help --help --version" -- "$cur"))
+		COMPREPLY=($(compgen -W "emit tail stat bench query help --help --version" -- "$cur"))
 		return
 	fi
 	local flags args=
@@ -24,6 +24,7 @@ _kmesctl() {
 	tail) flags="-f --follow -n --lines -o --output --type --cpu --origin --since --until --count" ;;
 	stat) flags="--json --watch --interval" ;;
 	bench) flags="--events --size --batch" ;;
+	query) flags="--db -o --output --type --cpu --origin --since --until" ;;
 	*) return ;;
 	esac
 
@@ -39,6 +40,10 @@ _kmesctl() {
 		;;
 	--since | --until)
 		COMPREPLY=($(compgen -W "now today yesterday tomorrow" -- "$cur"))
+		return
+		;;
+	--db)
+		COMPREPLY=($(compgen -f -- "$cur"))
 		return
 		;;
 	--type | --cpu | --origin | --count | --interval | --events | --size | --batch)

@@ -58,6 +58,7 @@ var commands = []command{
 	{"tail", "print events as they arrive: JSON lines, pretty JSON or short lines", runTail},
 	{"stat", "show the state of every CPU's ring, once or --watch", runStat},
 	{"bench", "measure emit, batch emit and drain throughput", runBench},
+	{"query", "print the events kmesd stored, as tail prints them", runQuery},
 }
 
 const topUsage = `Usage: kmesctl COMMAND [FLAGS] [ARGS]

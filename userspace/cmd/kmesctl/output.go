@@ -28,6 +28,12 @@ const outputModes = "json, json-pretty, short"
 // writes only when its buffer fills or flush is called, so a backlog
 // costs few system calls.
 func newPrinter(mode string, stdout, stderr io.Writer) (printer, error) {
+	return newCommandPrinter("tail", mode, stdout, stderr)
+}
+
+// newCommandPrinter is newPrinter for command cmd (tail, query), which
+// its messages name.
+func newCommandPrinter(cmd, mode string, stdout, stderr io.Writer) (printer, error) {
 	w := bufio.NewWriter(stdout)
 	switch mode {
 	case "json":
@@ -35,9 +41,9 @@ func newPrinter(mode string, stdout, stderr io.Writer) (printer, error) {
 	case "json-pretty":
 		return &jsonPrinter{w: w, pretty: true}, nil
 	case "short":
-		return &shortPrinter{w: w, stderr: stderr, loc: time.Local}, nil
+		return &shortPrinter{w: w, stderr: stderr, loc: time.Local, cmd: cmd}, nil
 	}
-	return nil, usagef("kmesctl tail: -o %s: unknown output mode (%s)", mode, outputModes)
+	return nil, usagef("kmesctl %s: -o %s: unknown output mode (%s)", cmd, mode, outputModes)
 }
 
 // jsonPrinter writes each event as appendRecord's line, or that object
@@ -97,6 +103,7 @@ type shortPrinter struct {
 	stderr io.Writer
 	loc    *time.Location
 	line   []byte
+	cmd    string // for the loss message: tail, query
 }
 
 func (p *shortPrinter) event(r *kmes.Record) error {
@@ -145,7 +152,7 @@ func (p *shortPrinter) loss(cpu int, lost, dropped uint64) error {
 	if err := p.w.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(p.stderr, "kmesctl tail: cpu %d: lost %d events (overwritten), dropped %d (before the ring)\n", cpu, lost, dropped)
+	_, err := fmt.Fprintf(p.stderr, "kmesctl %s: cpu %d: lost %d events (overwritten), dropped %d (before the ring)\n", p.cmd, cpu, lost, dropped)
 	return err
 }
 

@@ -38,8 +38,14 @@ func NewBatch(boot string, size int) *Batch {
 	return &Batch{boot: boot, Events: make([]Event, 0, size), types: make(map[string]string)}
 }
 
-// Payload returns e's payload, in b's memory.
-func (b *Batch) Payload(e *Event) []byte { return b.buf[e.off : e.off+e.n : e.off+e.n] }
+// Payload returns e's payload, in b's memory; an empty one is not nil,
+// which would be stored as NULL.
+func (b *Batch) Payload(e *Event) []byte {
+	if e.n == 0 {
+		return []byte{}
+	}
+	return b.buf[e.off : e.off+e.n : e.off+e.n]
+}
 
 // Reset empties b, keeping its memory.
 func (b *Batch) Reset() {

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -115,9 +114,12 @@ func checkWritable(path string) error {
 	}
 	f.Close()
 	// The WAL and its index are files beside the database.
-	if err := unix.Access(dir, unix.W_OK); err != nil {
-		return fail(fmt.Errorf("directory %s: %w", dir, err))
+	tmp, err := os.CreateTemp(dir, ".kmesd-check-*")
+	if err != nil {
+		return fail(err)
 	}
+	tmp.Close()
+	os.Remove(tmp.Name())
 	return nil
 }
 
@@ -167,11 +169,14 @@ func (s *DB) init() error {
 	case n > SchemaVersion:
 		return fmt.Errorf("database %s has schema version %d, newer than this kmesd's %d (use a newer kmesd, or another --db)", s.path, n, SchemaVersion)
 	}
-	s.insEv, err = conn.PrepareContext(ctx, `INSERT OR IGNORE INTO events VALUES(?, ?, ?, ?, ?, ?, ?)`)
+	// ON CONFLICT DO NOTHING, not INSERT OR IGNORE: an event stored
+	// already is skipped, but OR IGNORE would also skip, silently, a row
+	// that breaks NOT NULL.
+	s.insEv, err = conn.PrepareContext(ctx, `INSERT INTO events VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`)
 	if err != nil {
 		return s.openError(err)
 	}
-	s.insLos, err = conn.PrepareContext(ctx, `INSERT OR IGNORE INTO losses VALUES(?, ?, ?, ?, ?, ?)`)
+	s.insLos, err = conn.PrepareContext(ctx, `INSERT INTO losses VALUES(?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`)
 	if err != nil {
 		return s.openError(err)
 	}

@@ -177,3 +177,19 @@ func TestPragmas(t *testing.T) {
 		}
 	}
 }
+
+// An event without a payload (kernel emitters may send one) is stored
+// with an empty one, not skipped; storing it again changes nothing.
+func TestEmptyPayload(t *testing.T) {
+	st, path := openTestStore(t)
+	b := NewBatch(testBoot, 0)
+	b.Add(Event{CPU: 3, Seq: 1, Timestamp: time.Now().UnixNano(), Type: "kmes.x"}, nil)
+	for range 2 {
+		if err := st.Insert(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rows := readRows(t, path); len(rows) != 1 || rows[0].cpu != 3 {
+		t.Fatalf("stored %+v, want the one event", rows)
+	}
+}
