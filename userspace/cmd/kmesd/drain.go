@@ -15,7 +15,7 @@ import (
 // eventStore is what the drain loop stores into: *store, or a test's.
 type eventStore interface {
 	Insert(b *eventdb.Batch) error
-	Retain(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error)
+	Retain(now time.Time, current string, maxAge time.Duration, maxBytes int64) (int64, error)
 }
 
 // drainer moves events from a Reader into an eventStore, a batch at a
@@ -24,6 +24,7 @@ type drainer struct {
 	rd    *kmes.Reader
 	st    eventStore
 	cfg   *config
+	boot  string
 	b     *eventdb.Batch
 	views []kmes.View
 	// last is the last sequence number stored of each CPU of this boot,
@@ -38,7 +39,7 @@ type drainer struct {
 }
 
 func newDrainer(rd *kmes.Reader, st eventStore, cfg *config, boot string, last map[int]uint64, stderr io.Writer) *drainer {
-	return &drainer{rd: rd, st: st, cfg: cfg, b: eventdb.NewBatch(boot, cfg.batch), views: make([]kmes.View, min(cfg.batch, 1024)),
+	return &drainer{rd: rd, st: st, cfg: cfg, boot: boot, b: eventdb.NewBatch(boot, cfg.batch), views: make([]kmes.View, min(cfg.batch, 1024)),
 		last: last, stderr: stderr, retry: 5 * time.Second}
 }
 
@@ -144,7 +145,7 @@ func (d *drainer) commit(ctx context.Context) error {
 // is no reason to stop storing: the next check may succeed (a full disk
 // can make a delete fail, and deleting is what frees it).
 func (d *drainer) retain(now time.Time) {
-	if _, err := d.st.Retain(now, d.cfg.maxAge, d.cfg.maxBytes); err != nil {
+	if _, err := d.st.Retain(now, d.boot, d.cfg.maxAge, d.cfg.maxBytes); err != nil {
 		fmt.Fprintf(d.stderr, "kmesd: retention: %v\n", err)
 	}
 }

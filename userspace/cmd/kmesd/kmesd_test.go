@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -276,6 +277,62 @@ func TestRestartResumes(t *testing.T) {
 	e.check(t, db, nil)
 }
 
+// Retention that deletes every stored event of a CPU, or of all, does
+// not lose the resume point: a restart stores none of the events its ring
+// still holds again, and goes on after them without a loss.
+func TestRestartAfterRetention(t *testing.T) {
+	src := newSource(t, 2, 1<<20)
+	db := filepath.Join(t.TempDir(), "events.db")
+	e := newEmitter(src)
+	for range 100 {
+		e.emit(t, 0)
+	}
+	mid := time.Now()
+	for range 100 {
+		e.emit(t, 1)
+	}
+	d := start(t, src, "--db", db, "--flush-interval", "10ms")
+	waitCount(t, db, 200)
+	d.stop(t)
+
+	// Retention as kmesd does it, with mid for now: CPU 0's events are
+	// older than a nanosecond, CPU 1's are not.
+	st, err := eventdb.Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := st.Retain(mid, testBoot, time.Nanosecond, 0)
+	if err := errors.Join(err, st.Close()); err != nil || n != 100 {
+		t.Fatalf("retention deleted %d events, %v; want CPU 0's 100", n, err)
+	}
+	for k, w := range e.want {
+		if w.cpu == 0 {
+			delete(e.want, k)
+		}
+	}
+	for range 20 {
+		e.emit(t, 0) // after the deleted ones: stored, no loss
+	}
+	d = start(t, src, "--db", db, "--flush-interval", "10ms")
+	waitCount(t, db, 120)
+	time.Sleep(100 * time.Millisecond) // time to store anything twice
+	d.stop(t)
+	e.check(t, db, nil)
+
+	// kmesd's own retention deletes everything, of both CPUs.
+	d = start(t, src, "--db", db, "--flush-interval", "10ms", "--max-age", "1ns", "--retention-interval", "10ms")
+	waitCount(t, db, 0)
+	d.stop(t)
+	clear(e.want)
+	e.emit(t, 0)
+	e.emit(t, 1)
+	d = start(t, src, "--db", db, "--flush-interval", "10ms")
+	waitCount(t, db, 2)
+	time.Sleep(100 * time.Millisecond)
+	d.stop(t)
+	e.check(t, db, nil)
+}
+
 // Events overwritten while kmesd was stopped are a loss before the first
 // event it reads on restart.
 func TestRestartAfterLap(t *testing.T) {
@@ -358,8 +415,8 @@ func (f *fullStore) Insert(b *eventdb.Batch) error {
 	return f.st.Insert(b)
 }
 
-func (f *fullStore) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error) {
-	return f.st.Retain(now, maxAge, maxBytes)
+func (f *fullStore) Retain(now time.Time, current string, maxAge time.Duration, maxBytes int64) (int64, error) {
+	return f.st.Retain(now, current, maxAge, maxBytes)
 }
 
 func (f *fullStore) attempts() int {

@@ -25,7 +25,8 @@
 //	       -- and the index events_ts on ts_ns
 //	losses(boot_id TEXT, cpu INTEGER, before_seq INTEGER, lost INTEGER,
 //	       dropped INTEGER, noted_ns INTEGER,
-//	       PRIMARY KEY(boot_id, cpu, before_seq)) WITHOUT ROWID
+//	       PRIMARY KEY(boot_id, cpu, before_seq)) WITHOUT ROWID//	positions(boot_id TEXT, cpu INTEGER, last_seq INTEGER,
+//	       PRIMARY KEY(boot_id, cpu)) WITHOUT ROWID
 //
 // boot_id is /proc/sys/kernel/random/boot_id, since sequence numbers
 // start again at 1 on each boot; ts_ns is CLOCK_REALTIME in ns. A losses
@@ -34,21 +35,25 @@
 // them (also while kmesd was not running, or while a full disk paused
 // it) and dropped were dropped by the kernel before the ring; noted_ns is
 // when kmesd noted it. It is written in the same transaction as its
-// event.
+// event. A positions row is the highest seq stored of that boot and CPU,
+// updated in the transaction of each batch.
 //
 // # Restart
 //
-// On start kmesd loads the highest seq stored of each CPU of the current
-// boot and skips the events of the rings at or below it; INSERT OR IGNORE
-// on the primary key guards against anything else stored twice. The gap
-// between the last stored event and the first one read is a loss.
+// On start kmesd loads the positions of the current boot and skips the
+// events of the rings at or below them; ON CONFLICT DO NOTHING on the
+// primary key guards against anything else stored twice. Positions are
+// not taken from events, whose retention may have deleted every event of
+// a CPU that its ring still holds. The gap between the last stored event
+// and the first one read is a loss.
 //
 // # Retention
 //
 // Every --retention-interval (default 1m) and at start, kmesd deletes
 // events older than --max-age (default 30d), then the oldest events
 // while the database's pages in use exceed --max-bytes (default 1GiB),
-// and the losses of deleted events. There is no VACUUM: SQLite reuses the
+// the losses of deleted events and the positions of past boots without
+// events left. There is no VACUUM: SQLite reuses the
 // freed pages, so the file stops growing at about --max-bytes (plus the
 // WAL, a few MiB) but does not shrink.
 //

@@ -85,12 +85,7 @@ func (s *DB) InsertUncommitted(b *Batch) error {
 	if _, err := s.conn.ExecContext(context.Background(), "BEGIN"); err != nil {
 		return err
 	}
-	for i := range b.Events {
-		if err := s.add(b, &b.Events[i]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.addAll(b)
 }
 
 // Path returns the database's path.

@@ -44,6 +44,12 @@ CREATE TABLE losses(
 	noted_ns   INTEGER NOT NULL,
 	PRIMARY KEY(boot_id, cpu, before_seq)
 ) WITHOUT ROWID;
+CREATE TABLE positions(
+	boot_id  TEXT NOT NULL,
+	cpu      INTEGER NOT NULL,
+	last_seq INTEGER NOT NULL,
+	PRIMARY KEY(boot_id, cpu)
+) WITHOUT ROWID;
 `
 
 // ErrFull marks an Insert that failed because the disk (or the
@@ -58,13 +64,23 @@ var ErrNotKMESD = errors.New("not a kmesd database")
 const DefaultPath = "/var/lib/kmes/events.db"
 
 // DB is kmesd's database open for writing: one connection, one prepared
-// insert for events and one for losses, a transaction per batch.
+// insert for events, one for losses and one for positions, a transaction
+// per batch.
 type DB struct {
 	path   string
 	db     *sql.DB
 	conn   *sql.Conn // the one connection: BEGIN, the inserts and COMMIT on it
 	insEv  *sql.Stmt
 	insLos *sql.Stmt
+	setPos *sql.Stmt
+	// pos is the highest sequence number of each CPU in the batch being
+	// inserted, reused from batch to batch.
+	pos []cpuSeq
+}
+
+type cpuSeq struct {
+	cpu int
+	seq uint64
 }
 
 // Open opens (creating it, and its directory, if need be) the database
@@ -180,6 +196,12 @@ func (s *DB) init() error {
 	if err != nil {
 		return s.openError(err)
 	}
+	// A position never goes back, whatever order batches come in.
+	s.setPos, err = conn.PrepareContext(ctx, `INSERT INTO positions VALUES(?, ?, ?)
+		ON CONFLICT DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)`)
+	if err != nil {
+		return s.openError(err)
+	}
 	return nil
 }
 
@@ -218,10 +240,12 @@ func (s *DB) tx(fn func() error) error {
 }
 
 // LastSeqs returns the highest sequence number stored of each CPU of
-// boot: where reading resumes.
+// boot: where reading resumes. It is kept in positions, in the
+// transaction of each batch, and not taken from events: retention may
+// have deleted every event of a CPU, and its ring may still hold them.
 func (s *DB) LastSeqs(boot string) (map[int]uint64, error) {
 	rows, err := s.conn.QueryContext(context.Background(),
-		`SELECT cpu, max(seq) FROM events WHERE boot_id = ? GROUP BY cpu`, boot)
+		`SELECT cpu, last_seq FROM positions WHERE boot_id = ?`, boot)
 	if err != nil {
 		return nil, fmt.Errorf("read last positions from %s: %w", s.path, err)
 	}
@@ -241,24 +265,49 @@ func (s *DB) LastSeqs(boot string) (map[int]uint64, error) {
 	return last, nil
 }
 
-// Insert stores the batch in one transaction, all or nothing; the batch
-// is the caller's to keep or reset. An error that is the disk being full
-// wraps ErrFull. An event stored already (its boot, CPU and sequence
-// number) is left as it is.
+// Insert stores the batch in one transaction, all or nothing, with the
+// position of each of its CPUs (LastSeqs); the batch is the caller's to
+// keep or reset. An error that is the disk being full wraps ErrFull. An
+// event stored already (its boot, CPU and sequence number) is left as it
+// is.
 func (s *DB) Insert(b *Batch) error {
-	err := s.tx(func() error {
-		for i := range b.Events {
-			if err := s.add(b, &b.Events[i]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	err := s.tx(func() error { return s.addAll(b) })
 	if err != nil {
 		if sqliteCode(err) == sqlite3.SQLITE_FULL {
 			return fmt.Errorf("store %d events in %s: %w: %w", len(b.Events), s.path, ErrFull, err)
 		}
 		return fmt.Errorf("store %d events in %s: %w", len(b.Events), s.path, err)
+	}
+	return nil
+}
+
+// addAll inserts b's events, and its CPUs' positions, in the open
+// transaction.
+func (s *DB) addAll(b *Batch) error {
+	s.pos = s.pos[:0]
+	for i := range b.Events {
+		e := &b.Events[i]
+		if err := s.add(b, e); err != nil {
+			return err
+		}
+		// A batch's events are a few CPUs' runs: the last CPU seen is
+		// nearly always the one.
+		j := len(s.pos) - 1
+		for j >= 0 && s.pos[j].cpu != e.CPU {
+			j--
+		}
+		switch {
+		case j < 0:
+			s.pos = append(s.pos, cpuSeq{e.CPU, e.Seq})
+		case e.Seq > s.pos[j].seq:
+			s.pos[j].seq = e.Seq
+		}
+	}
+	ctx := context.Background()
+	for _, p := range s.pos {
+		if _, err := s.setPos.ExecContext(ctx, b.boot, p.cpu, int64(p.seq)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -277,10 +326,12 @@ func (s *DB) add(b *Batch, e *Event) error {
 
 // Retain deletes the oldest events, by timestamp, that are older than
 // maxAge (if > 0) or beyond maxBytes of database pages in use (if > 0),
-// and the losses whose events are gone. Freed pages are reused by later
+// the losses whose events are gone, and the positions of boots other
+// than current that have no event left (current's are kept: its rings
+// may still hold the deleted events). Freed pages are reused by later
 // inserts (no VACUUM): the file stops growing at about maxBytes but does
 // not shrink. It returns how many events it deleted.
-func (s *DB) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error) {
+func (s *DB) Retain(now time.Time, current string, maxAge time.Duration, maxBytes int64) (int64, error) {
 	ctx := context.Background()
 	var deleted int64
 	del := func(query string, args ...any) error {
@@ -337,6 +388,11 @@ func (s *DB) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (int64,
 		if err != nil {
 			return deleted, fmt.Errorf("delete losses of deleted events from %s: %w", s.path, err)
 		}
+		err = del(`DELETE FROM positions WHERE boot_id <> ? AND NOT EXISTS (SELECT 1 FROM events e
+			WHERE e.boot_id = positions.boot_id)`, current)
+		if err != nil {
+			return deleted, fmt.Errorf("delete positions of past boots from %s: %w", s.path, err)
+		}
 	}
 	return deleted, nil
 }
@@ -355,7 +411,7 @@ func (s *DB) UsedBytes() (int64, error) {
 // Close closes the database; the WAL is checkpointed into it.
 func (s *DB) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.insEv, s.insLos} {
+	for _, st := range []*sql.Stmt{s.insEv, s.insLos, s.setPos} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

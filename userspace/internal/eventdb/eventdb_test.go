@@ -74,7 +74,7 @@ func TestRetentionByAge(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 10, 9, ..., 4 days old go; 3, 2, 1 stay.
-	n, err := st.Retain(now, 3*24*time.Hour+time.Hour, 0)
+	n, err := st.Retain(now, testBoot, 3*24*time.Hour+time.Hour, 0)
 	if err != nil || n != 7 {
 		t.Fatalf("retain deleted %d, %v; want 7", n, err)
 	}
@@ -124,7 +124,7 @@ func TestRetentionBySize(t *testing.T) {
 		t.Fatalf("%d bytes used, %v", used, err)
 	}
 	const limit = 2 << 20
-	deleted, err := st.Retain(time.Now(), 0, limit)
+	deleted, err := st.Retain(time.Now(), testBoot, 0, limit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,4 +192,71 @@ func TestEmptyPayload(t *testing.T) {
 	if rows := readRows(t, path); len(rows) != 1 || rows[0].cpu != 3 {
 		t.Fatalf("stored %+v, want the one event", rows)
 	}
+}
+
+// The position of each CPU is stored with its batch and outlives the
+// events retention deletes; it never goes back; a past boot's positions
+// go with its last events, the current boot's stay.
+func TestPositions(t *testing.T) {
+	st, _ := openTestStore(t)
+	now := time.Now()
+	old := now.Add(-48 * time.Hour).UnixNano()
+	b := NewBatch(testBoot, 0)
+	for seq := uint64(1); seq <= 5; seq++ {
+		b.Add(Event{CPU: 0, Seq: seq, Timestamp: old, Type: "a"}, nil)
+		if seq <= 3 {
+			b.Add(Event{CPU: 7, Seq: seq, Timestamp: old, Type: "a"}, nil)
+		}
+	}
+	if err := st.Insert(b); err != nil {
+		t.Fatal(err)
+	}
+	checkLast := func(boot string, want map[int]uint64) {
+		t.Helper()
+		got, err := st.LastSeqs(boot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("positions of %s: %v, want %v", boot, got, want)
+		}
+		for cpu, seq := range want {
+			if got[cpu] != seq {
+				t.Fatalf("positions of %s: %v, want %v", boot, got, want)
+			}
+		}
+	}
+	checkLast(testBoot, map[int]uint64{0: 5, 7: 3})
+	// An older event stored again does not move the position back.
+	b = NewBatch(testBoot, 0)
+	b.Add(Event{CPU: 0, Seq: 2, Timestamp: old, Type: "a"}, nil)
+	if err := st.Insert(b); err != nil {
+		t.Fatal(err)
+	}
+	checkLast(testBoot, map[int]uint64{0: 5, 7: 3})
+	// Retention deletes every event; the positions stay.
+	if n, err := st.Retain(now, testBoot, 24*time.Hour, 0); err != nil || n != 8 {
+		t.Fatalf("retain deleted %d, %v; want 8", n, err)
+	}
+	checkLast(testBoot, map[int]uint64{0: 5, 7: 3})
+	// A new boot: the old one's positions go when its events are gone
+	// (here, already), at the next retention that deletes something.
+	const next = "next-boot"
+	b = NewBatch(next, 0)
+	b.Add(Event{CPU: 1, Seq: 9, Timestamp: old, Type: "a"}, nil)
+	b.Add(Event{CPU: 1, Seq: 10, Timestamp: now.UnixNano(), Type: "a"}, nil)
+	if err := st.Insert(b); err != nil {
+		t.Fatal(err)
+	}
+	checkLast(testBoot, map[int]uint64{0: 5, 7: 3})
+	if n, err := st.Retain(now, next, 24*time.Hour, 0); err != nil || n != 1 {
+		t.Fatalf("retain deleted %d, %v; want 1", n, err)
+	}
+	checkLast(testBoot, map[int]uint64{})
+	checkLast(next, map[int]uint64{1: 10})
+	// The current boot's positions stay without events.
+	if n, err := st.Retain(now.Add(48*time.Hour), next, 24*time.Hour, 0); err != nil || n != 1 {
+		t.Fatalf("retain deleted %d, %v; want 1", n, err)
+	}
+	checkLast(next, map[int]uint64{1: 10})
 }
