@@ -138,6 +138,19 @@ func TestBadDatabase(t *testing.T) {
 			t.Errorf("--db %s: %v, want one line beginning %q", tc.path, err, tc.want)
 		}
 	}
+	// The other program's database is left as it was: not turned to WAL.
+	db, err = sql.Open("sqlite", "file:"+other+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mode string
+	if err := db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "delete" {
+		t.Errorf("%s's journal_mode after kmesd refused it: %q, %v; want delete", other, mode, err)
+	}
+	db.Close()
+	if _, err := os.Stat(other + "-wal"); err == nil {
+		t.Errorf("kmesd left a WAL beside %s", other)
+	}
 	// As a user who may not write there.
 	if os.Getuid() == 0 {
 		t.Log("running as root: no permission denied to see")

@@ -94,7 +94,7 @@ func Open(path string) (*DB, error) {
 	// synchronous=NORMAL syncs the WAL at checkpoints only, so a power
 	// loss may lose the last transactions but never corrupts, and a
 	// crash of kmesd alone loses nothing committed.
-	// (init turns WAL on, which is kept in the file.)
+	// (init turns WAL on in a new database, and the file keeps it.)
 	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -153,16 +153,18 @@ func (s *DB) init() error {
 	// itself, where 4 KiB pages give each event of over about 1000 bytes
 	// an overflow page of its own (a WITHOUT ROWID table's rows are index
 	// entries, which keep at most about a quarter page in the tree).
-	for _, p := range []string{"PRAGMA page_size = 16384", "PRAGMA journal_mode = WAL"} {
-		if _, err := conn.ExecContext(ctx, p); err != nil {
-			return s.openError(err)
-		}
-	}
+	// WAL mode is kept in the file: it is set on a new database only, so
+	// that another program's database, refused below, is left as it was.
 	var tables int
 	if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE type = 'table'`).Scan(&tables); err != nil {
 		return s.openError(err)
 	}
 	if tables == 0 {
+		for _, p := range []string{"PRAGMA page_size = 16384", "PRAGMA journal_mode = WAL"} {
+			if _, err := conn.ExecContext(ctx, p); err != nil {
+				return s.openError(err)
+			}
+		}
 		if err := s.tx(func() error {
 			if _, err := conn.ExecContext(ctx, Schema); err != nil {
 				return err
@@ -184,6 +186,10 @@ func (s *DB) init() error {
 		return s.openError(fmt.Errorf("%w: schema version %q", ErrNotKMESD, v))
 	case n > SchemaVersion:
 		return fmt.Errorf("database %s has schema version %d, newer than this kmesd's %d (use a newer kmesd, or another --db)", s.path, n, SchemaVersion)
+	}
+	// kmesd's database: WAL again, should something have turned it off.
+	if _, err := conn.ExecContext(ctx, "PRAGMA journal_mode = WAL"); err != nil {
+		return s.openError(err)
 	}
 	// ON CONFLICT DO NOTHING, not INSERT OR IGNORE: an event stored
 	// already is skipped, but OR IGNORE would also skip, silently, a row
