@@ -347,25 +347,16 @@ func TestRestartAfterLap(t *testing.T) {
 	for range 3000 {
 		e.emit(t, 0)
 	}
-	ring := src.Producer(0)
-	r, err := ring.Reader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var first kmes.Record
-	if ok, err := r.Read(&first); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
-	r.Close()
+	first := oldest(t, src, 0)
 	for k, w := range e.want {
-		if w.seq > 10 && w.seq < first.Sequence {
+		if w.seq > 10 && w.seq < first {
 			delete(e.want, k) // overwritten
 		}
 	}
 	d = start(t, src, "--db", db, "--flush-interval", "10ms")
 	waitCount(t, db, len(e.want))
 	d.stop(t)
-	e.check(t, db, map[string][2]uint64{key(0, first.Sequence): {first.Sequence - 11, 0}})
+	e.check(t, db, map[string][2]uint64{key(0, first): {first - 11, 0}})
 }
 
 // A fresh database on rings that were overwritten already: the events
@@ -377,24 +368,16 @@ func TestStartAfterLap(t *testing.T) {
 	for range 3000 {
 		e.emit(t, 0)
 	}
-	r, err := src.Producer(0).Reader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var first kmes.Record
-	if ok, err := r.Read(&first); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
-	r.Close()
+	first := oldest(t, src, 0)
 	for k, w := range e.want {
-		if w.seq < first.Sequence {
+		if w.seq < first {
 			delete(e.want, k)
 		}
 	}
 	d := start(t, src, "--db", db, "--flush-interval", "10ms")
 	waitCount(t, db, len(e.want))
 	d.stop(t)
-	e.check(t, db, map[string][2]uint64{key(0, first.Sequence): {first.Sequence - 1, 0}})
+	e.check(t, db, map[string][2]uint64{key(0, first): {first - 1, 0}})
 }
 
 // fullStore fails with errFull until it is let go, then stores into st.
@@ -460,17 +443,9 @@ func TestDiskFull(t *testing.T) {
 	for range 3000 {
 		e.emit(t, 0)
 	}
-	r, err := src.Producer(0).Reader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var first kmes.Record
-	if ok, err := r.Read(&first); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
-	r.Close()
+	first := oldest(t, src, 0)
 	for k, w := range e.want {
-		if w.seq > 20 && w.seq < first.Sequence {
+		if w.seq > 20 && w.seq < first {
 			delete(e.want, k)
 		}
 	}
@@ -483,7 +458,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	rd.Close()
-	e.check(t, db, map[string][2]uint64{key(0, first.Sequence): {first.Sequence - 21, 0}})
+	e.check(t, db, map[string][2]uint64{key(0, first): {first - 21, 0}})
 	out := stderr.String()
 	if strings.Count(out, "storing paused") != 1 || strings.Count(out, "storing resumed") != 1 {
 		t.Errorf("stderr should report the pause and the resumption once:\n%s", out)
@@ -491,4 +466,20 @@ func TestDiskFull(t *testing.T) {
 	if !strings.Contains(out, "free disk space") {
 		t.Errorf("stderr does not say what to do:\n%s", out)
 	}
+}
+
+// oldest returns the sequence number of the oldest event cpu's ring still
+// holds: those before it were overwritten.
+func oldest(t *testing.T, src *kmestest.Source, cpu int) uint64 {
+	t.Helper()
+	r, err := src.Producer(cpu).Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var first kmes.Record
+	if ok, err := r.Read(&first); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	return first.Sequence
 }
