@@ -103,6 +103,9 @@ func main() {
 type env struct {
 	source kmes.RingSource        // nil: the kernel's
 	bootID func() (string, error) // nil: readBootID
+	// tuneForwarder, if not nil, changes the forwarder before it starts
+	// (shorter backoff and polling).
+	tuneForwarder func(*forwarder)
 }
 
 // readBootID returns the kernel's boot id.
@@ -141,12 +144,36 @@ func run(ctx context.Context, args []string, stderr io.Writer, e *env) error {
 	if err != nil {
 		return err
 	}
-	err = drain(ctx, st, cfg, boot, e.source, stderr)
+	var fwd *forwarder
+	if cfg.otlpEndpoint != "" {
+		fw, err := eventdb.OpenForwarding(cfg.db)
+		if err != nil {
+			return errors.Join(err, st.Close())
+		}
+		defer fw.Close()
+		st.KeepUnforwarded()
+		fwd = newForwarder(fw, cfg, stderr)
+		if e.tuneForwarder != nil {
+			e.tuneForwarder(fwd)
+		}
+		fctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			fwd.run(fctx)
+		}()
+		// Stopped before the database is closed.
+		defer func() {
+			cancel()
+			<-done
+		}()
+	}
+	err = drain(ctx, st, cfg, boot, e.source, fwd, stderr)
 	return errors.Join(err, st.Close())
 }
 
 // drain reads the rings into st until ctx is done.
-func drain(ctx context.Context, st *eventdb.DB, cfg *config, boot string, src kmes.RingSource, stderr io.Writer) error {
+func drain(ctx context.Context, st *eventdb.DB, cfg *config, boot string, src kmes.RingSource, fwd *forwarder, stderr io.Writer) error {
 	last, err := st.LastSeqs(boot)
 	if err != nil {
 		return err
@@ -157,6 +184,9 @@ func drain(ctx context.Context, st *eventdb.DB, cfg *config, boot string, src km
 	}
 	defer rd.Close()
 	d := newDrainer(rd, st, cfg, boot, last, stderr)
+	if fwd != nil {
+		d.stored = fwd.notify
+	}
 	d.retain(time.Now())
 	return d.run(ctx)
 }
