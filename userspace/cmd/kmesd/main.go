@@ -5,6 +5,8 @@
 //
 //	kmesd [--db PATH] [--config FILE] [--batch N] [--flush-interval D]
 //	      [--max-bytes SIZE] [--max-age D] [--retention-interval D]
+//	      [--otlp-endpoint URL] [--otlp-batch N] [--otlp-timeout D]
+//	      [--otlp-header KEY=VALUE]...
 //
 // One kmes.Reader reads all the rings from their oldest events; events
 // are copied into a batch, committed in one transaction when it holds
@@ -27,6 +29,8 @@
 //	       dropped INTEGER, noted_ns INTEGER,
 //	       PRIMARY KEY(boot_id, cpu, before_seq)) WITHOUT ROWID//	positions(boot_id TEXT, cpu INTEGER, last_seq INTEGER,
 //	       PRIMARY KEY(boot_id, cpu)) WITHOUT ROWID
+//	forwarded(boot_id TEXT, cpu INTEGER, last_seq INTEGER,
+//	       PRIMARY KEY(boot_id, cpu)) WITHOUT ROWID  -- created where missing
 //
 // boot_id is /proc/sys/kernel/random/boot_id, since sequence numbers
 // start again at 1 on each boot; ts_ns is CLOCK_REALTIME in ns. A losses
@@ -61,9 +65,16 @@
 //
 // --config FILE reads settings from lines "name = value" with the flags'
 // names (db, batch, flush-interval, max-bytes, max-age,
-// retention-interval); "#" starts a comment. Flags win over the file.
+// retention-interval, otlp-endpoint, otlp-batch, otlp-timeout,
+// otlp-header); "#" starts a comment. Flags win over the file.
 // Sizes take K, M, G, T (or KiB...; powers of 1024); durations Go's
 // units and d for days.
+//
+// # Forwarding
+//
+// With --otlp-endpoint, a goroutine forwards the stored events to an
+// OpenTelemetry collector over OTLP/HTTP (otlp.go): from the database,
+// after the forwarded cursor, which advances after each 2xx.
 //
 // A full disk pauses storing: the batch is kept and stored again every
 // few seconds; what the rings overwrite meanwhile is a loss.
@@ -145,6 +156,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, e *env) error {
 		return err
 	}
 	var fwd *forwarder
+	stopFwd := func() {}
 	if cfg.otlpEndpoint != "" {
 		fw, err := eventdb.OpenForwarding(cfg.db)
 		if err != nil {
@@ -162,13 +174,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, e *env) error {
 			defer close(done)
 			fwd.run(fctx)
 		}()
-		// Stopped before the database is closed.
-		defer func() {
+		stopFwd = func() {
 			cancel()
 			<-done
-		}()
+		}
 	}
 	err = drain(ctx, st, cfg, boot, e.source, fwd, stderr)
+	stopFwd() // before the database is closed
 	return errors.Join(err, st.Close())
 }
 
