@@ -21,7 +21,6 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
-	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 )
 
 // headerValue is a repeatable KEY=VALUE flag of HTTP headers.
@@ -123,7 +122,11 @@ func (f *forwarder) run(ctx context.Context) {
 // send posts b until the collector accepts it, or refuses it for good
 // (reported, and skipped), and returns true; false if ctx ended first.
 func (f *forwarder) send(ctx context.Context, b *eventdb.FwdBatch) bool {
-	body, err := f.request(b, time.Now()).MarshalProto()
+	// An ExportLogsServiceRequest is, on the wire, a LogsData: both are
+	// field 1, the repeated ResourceLogs. plog's marshaler writes it
+	// without plogotlp, which links gRPC (kmesd would grow from 11 to
+	// 25 MB).
+	body, err := (&plog.ProtoMarshaler{}).MarshalLogs(f.logs(b, time.Now()))
 	if err != nil { // cannot be: the request is built here
 		fmt.Fprintf(f.stderr, "kmesd: forwarding: encode %d events: %v (skipped)\n", len(b.Events), err)
 		return true
@@ -191,10 +194,12 @@ func (f *forwarder) post(ctx context.Context, body []byte) (retryAfter time.Dura
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	switch c := resp.StatusCode; {
 	case c >= 200 && c < 300:
-		er := plogotlp.NewExportResponse()
-		if er.UnmarshalProto(msg) == nil {
-			if ps := er.PartialSuccess(); ps.RejectedLogRecords() > 0 {
-				fmt.Fprintf(f.stderr, "kmesd: forwarding: the collector rejected %d records: %s\n", ps.RejectedLogRecords(), ps.ErrorMessage())
+		// An ExportLogsServiceResponse: partial_success (1) holds
+		// rejected_log_records (1) and error_message (2).
+		if ps, _, ok := protoField(msg, 1); ok {
+			if _, n, _ := protoField(ps, 1); n > 0 {
+				m, _, _ := protoField(ps, 2)
+				fmt.Fprintf(f.stderr, "kmesd: forwarding: the collector rejected %d records: %s\n", n, m)
 			}
 		}
 		return 0, nil
@@ -206,36 +211,56 @@ func (f *forwarder) post(ctx context.Context, body []byte) (retryAfter time.Dura
 }
 
 // statusMessage is the message of an OTLP error body (a google.rpc.Status
-// in protobuf), or the body if it is not one.
+// in protobuf: message is field 2), or the body if it is not one.
 func statusMessage(b []byte) string {
-	// The Status's message is field 2, a string: find it without the
-	// genproto dependency.
-	for i := 0; i+1 < len(b); {
-		tag, n := uvarint(b[i:])
-		if n <= 0 {
-			break
-		}
-		i += n
-		switch tag & 7 {
-		case 0:
-			_, n = uvarint(b[i:])
-			i += n
-		case 2:
-			l, n := uvarint(b[i:])
-			if n <= 0 || i+n+int(l) > len(b) {
-				i = len(b)
-				break
-			}
-			i += n
-			if tag>>3 == 2 {
-				return string(b[i : i+int(l)])
-			}
-			i += int(l)
-		default:
-			i = len(b)
-		}
+	if m, _, ok := protoField(b, 2); ok {
+		return string(m)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// protoField finds field num of the protobuf message b: its bytes if it
+// is length-delimited, its value if it is a varint. Reading the two
+// small messages kmesd gets back needs no protobuf library.
+func protoField(b []byte, num uint64) (data []byte, varint uint64, ok bool) {
+	for len(b) > 0 {
+		tag, n := uvarint(b)
+		if n <= 0 {
+			return nil, 0, false
+		}
+		b = b[n:]
+		var l uint64
+		switch tag & 7 {
+		case 0: // varint
+			if l, n = uvarint(b); n <= 0 {
+				return nil, 0, false
+			}
+			if tag>>3 == num {
+				return nil, l, true
+			}
+			b = b[n:]
+			continue
+		case 1: // 64 bits
+			l, n = 8, 0
+		case 2: // length-delimited
+			if l, n = uvarint(b); n <= 0 {
+				return nil, 0, false
+			}
+		case 5: // 32 bits
+			l, n = 4, 0
+		default:
+			return nil, 0, false
+		}
+		b = b[n:]
+		if l > uint64(len(b)) {
+			return nil, 0, false
+		}
+		if tag>>3 == num && tag&7 == 2 {
+			return b[:l], 0, true
+		}
+		b = b[l:]
+	}
+	return nil, 0, false
 }
 
 func uvarint(b []byte) (uint64, int) {
@@ -267,9 +292,9 @@ func parseRetryAfter(s string, now time.Time) time.Duration {
 	return 0
 }
 
-// request is b as an OTLP logs request: a log record per event, with a
-// record of its own before an event that has a loss before it.
-func (f *forwarder) request(b *eventdb.FwdBatch, now time.Time) plogotlp.ExportRequest {
+// logs is b as OTLP logs: a log record per event, with a record of its
+// own before an event that has a loss before it.
+func (f *forwarder) logs(b *eventdb.FwdBatch, now time.Time) plog.Logs {
 	logs := plog.NewLogs()
 	rl := logs.ResourceLogs().AppendEmpty()
 	f.resource.CopyTo(rl.Resource().Attributes())
@@ -307,7 +332,7 @@ func (f *forwarder) request(b *eventdb.FwdBatch, now time.Time) plogotlp.ExportR
 		a.PutInt("kmes.origin", int64(e.Origin))
 		a.PutStr("kmes.type", e.Type)
 	}
-	return plogotlp.NewExportRequestFromLogs(logs)
+	return logs
 }
 
 // setBody sets v to the payload decoded from msgpack, if the whole

@@ -4,11 +4,14 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +27,8 @@ import (
 type answer struct {
 	status     int
 	retryAfter string
+	// rejected, with a 200, is the partial success the response reports.
+	rejected int64
 }
 
 // collector is an OTLP/HTTP logs receiver: it decodes each request as
@@ -35,6 +40,7 @@ type collector struct {
 
 	mu       sync.Mutex
 	answers  []answer         // the next requests' answers; then 200
+	down     bool             // while set, every request gets a 503
 	events   map[string][]row // accepted event records by key
 	bodies   map[string]pcommon.Value
 	losses   map[string][2]uint64 // accepted loss records by their event's key
@@ -77,7 +83,9 @@ func (c *collector) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := answer{status: http.StatusOK}
-	if len(c.answers) > 0 {
+	if c.down {
+		a.status = http.StatusServiceUnavailable
+	} else if len(c.answers) > 0 {
 		a, c.answers = c.answers[0], c.answers[1:]
 	}
 	rls := req.Logs().ResourceLogs()
@@ -100,7 +108,12 @@ func (c *collector) serve(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(a.status)
 	if a.status == http.StatusOK {
 		c.accepted++
-		b, _ := plogotlp.NewExportResponse().MarshalProto()
+		resp := plogotlp.NewExportResponse()
+		if a.rejected > 0 {
+			resp.PartialSuccess().SetRejectedLogRecords(a.rejected)
+			resp.PartialSuccess().SetErrorMessage("too old")
+		}
+		b, _ := resp.MarshalProto()
 		w.Write(b)
 	}
 }
@@ -335,7 +348,7 @@ func TestForwardSkipsRefused(t *testing.T) {
 
 // Retry-After is waited for, rather than the backoff.
 func TestForwardRetryAfter(t *testing.T) {
-	for _, status := range []int{http.StatusServiceUnavailable, http.StatusTooManyRequests} {
+	for _, status := range []int{http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusServiceUnavailable} {
 		c := newCollector(t)
 		c.answer(answer{status: status, retryAfter: "1"})
 		src := newSource(t, 1, 1<<20)
@@ -354,6 +367,115 @@ func TestForwardRetryAfter(t *testing.T) {
 		}
 		c.mu.Unlock()
 	}
+}
+
+// A partial success is accepted (nothing is sent again) and reported.
+func TestForwardPartialSuccess(t *testing.T) {
+	c := newCollector(t)
+	c.answer(answer{status: http.StatusOK, rejected: 3})
+	src := newSource(t, 1, 1<<20)
+	db := filepath.Join(t.TempDir(), "events.db")
+	e := newEmitter(src)
+	e.emitN(t, 10, 1)
+	d := startTuned(t, e, fast, "--db", db, "--flush-interval", "10ms", "--otlp-endpoint", c.url())
+	c.wait(t, 10)
+	time.Sleep(50 * time.Millisecond) // nothing more comes
+	d.stop(t)
+	c.check(t, e, nil, nil)
+	if s := d.stderr.String(); !strings.Contains(s, "kmesd: forwarding: the collector rejected 3 records: too old\n") {
+		t.Errorf("stderr does not report the partial success:\n%s", s)
+	}
+}
+
+// While the collector is down, --max-bytes deletes events not forwarded
+// yet: kmesd reports how many, and when the collector is back it gets
+// every event still stored, once. No event goes unaccounted for.
+func TestForwardRetentionOverMaxBytes(t *testing.T) {
+	c := newCollector(t)
+	c.down = true
+	src := newSource(t, 2, 4<<20)
+	db := filepath.Join(t.TempDir(), "events.db")
+	e := newEmitter(src)
+	d := startTuned(t, e, fast, "--db", db, "--flush-interval", "10ms", "--otlp-endpoint", c.url(),
+		"--max-bytes", "256K", "--retention-interval", "20ms")
+	e.emitN(t, 20000, 2)
+	deleted := regexp.MustCompile(`kmesd: retention: (\d+) events deleted before they were forwarded \(over --max-bytes\): lost for forwarding\n`)
+	lost := func() int {
+		n := 0
+		for _, m := range deleted.FindAllStringSubmatch(d.stderr.String(), -1) {
+			k, _ := strconv.Atoi(m[1])
+			n += k
+		}
+		return n
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for lost() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no deletion of unforwarded events reported after 20s:\n%s", d.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The drain stores the last event (positions holds the last seq of
+	// each CPU: 10000 each).
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		var sum int
+		if sdb, err := sql.Open("sqlite", "file:"+db+"?mode=ro"); err == nil {
+			sdb.QueryRow(`SELECT coalesce(sum(last_seq), 0) FROM positions`).Scan(&sum)
+			sdb.Close()
+		}
+		if sum == len(e.want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20s, the positions stored sum to %d, want %d", sum, len(e.want))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.mu.Lock()
+	c.down = false
+	c.mu.Unlock()
+	// Forwarding ends when every event still stored is forwarded.
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		stored := readRows(t, db)
+		missing := 0
+		c.mu.Lock()
+		for _, r := range stored {
+			if _, ok := c.events[r.key()]; !ok {
+				missing++
+			}
+		}
+		c.mu.Unlock()
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20s: %d of the %d events stored not forwarded", missing, len(stored))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	d.stop(t)
+	stored := map[string]bool{}
+	for _, r := range readRows(t, db) {
+		stored[r.key()] = true
+	}
+	c.mu.Lock()
+	skip := map[string]bool{}
+	for k := range e.want {
+		if _, ok := c.events[k]; !ok {
+			skip[k] = true
+			if stored[k] {
+				t.Errorf("event %s stored but never forwarded", k)
+			}
+		}
+	}
+	c.mu.Unlock()
+	if len(skip) == 0 || len(skip) > lost() {
+		t.Errorf("%d events not forwarded, %d reported deleted before they were:\n%s", len(skip), lost(), d.stderr.String())
+	}
+	c.check(t, e, skip, nil)
 }
 
 func TestBody(t *testing.T) {
