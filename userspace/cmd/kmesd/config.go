@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -22,16 +24,23 @@ type config struct {
 	maxBytes          int64
 	maxAge            time.Duration
 	retentionInterval time.Duration
+	otlpEndpoint      string
+	otlpBatch         int
+	otlpTimeout       time.Duration
+	otlpHeaders       http.Header
 }
 
 const usage = `Usage: kmesd [--db PATH] [--config FILE] [--batch N] [--flush-interval D]
              [--max-bytes SIZE] [--max-age D] [--retention-interval D]
+             [--otlp-endpoint URL] [--otlp-batch N] [--otlp-timeout D]
+             [--otlp-header KEY=VALUE]...
 
 kmesd drains every CPU's KMES ring (kmes_attach, which needs
 CAP_AUDIT_READ) and stores each event in an SQLite database, which
 'kmesctl query' reads. It resumes after the last event it stored; events
 overwritten while it was not running are recorded as lost. SIGINT or
-SIGTERM stores what was read and exits.
+SIGTERM stores what was read and exits. With --otlp-endpoint it also
+forwards the stored events to an OpenTelemetry collector (OTLP/HTTP logs).
 
 --config FILE reads "name = value" lines with the flags' names ("#"
 starts a comment); flags win. SIZE takes K, M, G, T (powers of 1024);
@@ -137,6 +146,8 @@ func parseConfig(args []string, stderr io.Writer) (cfg *config, help bool, err e
 		maxBytes:          1 << 30,
 		maxAge:            30 * 24 * time.Hour,
 		retentionInterval: time.Minute,
+		otlpBatch:         512,
+		otlpTimeout:       10 * time.Second,
 	}
 	fs := flag.NewFlagSet("kmesd", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -147,6 +158,10 @@ func parseConfig(args []string, stderr io.Writer) (cfg *config, help bool, err e
 	fs.Var(sizeValue{&cfg.maxBytes}, "max-bytes", "delete the oldest events while the database uses more than `SIZE` (0: no limit)")
 	fs.Var(durationValue{&cfg.maxAge}, "max-age", "delete events older than `D` (0: no limit)")
 	fs.Var(durationValue{&cfg.retentionInterval}, "retention-interval", "apply --max-bytes and --max-age every `D`")
+	fs.StringVar(&cfg.otlpEndpoint, "otlp-endpoint", "", "forward the stored events to the OTLP/HTTP logs `URL` (http://collector:4318/v1/logs; empty: off)")
+	fs.IntVar(&cfg.otlpBatch, "otlp-batch", cfg.otlpBatch, "forward at most `N` events per request")
+	fs.Var(durationValue{&cfg.otlpTimeout}, "otlp-timeout", "give up a request to the collector after `D`, and send it again")
+	fs.Var(headerValue{&cfg.otlpHeaders}, "otlp-header", "send the header `KEY=VALUE` with each request (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usage)
@@ -175,6 +190,16 @@ func parseConfig(args []string, stderr io.Writer) (cfg *config, help bool, err e
 		return nil, false, usagef("--retention-interval %s: give a positive duration", cfg.retentionInterval)
 	case cfg.db == "":
 		return nil, false, usagef("--db \"\": give the database's path")
+	case cfg.otlpBatch < 1:
+		return nil, false, usagef("--otlp-batch %d: give 1 or more events", cfg.otlpBatch)
+	case cfg.otlpTimeout <= 0:
+		return nil, false, usagef("--otlp-timeout %s: give a positive duration", cfg.otlpTimeout)
+	}
+	if cfg.otlpEndpoint != "" {
+		u, err := url.Parse(cfg.otlpEndpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, false, usagef("--otlp-endpoint %q: give an http:// or https:// URL (http://collector:4318/v1/logs)", cfg.otlpEndpoint)
+		}
 	}
 	return cfg, false, nil
 }
@@ -200,7 +225,7 @@ func readConfigFile(path string, fs *flag.FlagSet, given map[string]bool) error 
 			return usagef("config %s:%d: %q is not a setting: write name = value", path, line, text)
 		}
 		if name == "config" || fs.Lookup(name) == nil {
-			return usagef("config %s:%d: unknown setting %q (settings: db, batch, flush-interval, max-bytes, max-age, retention-interval)", path, line, name)
+			return usagef("config %s:%d: unknown setting %q (settings: db, batch, flush-interval, max-bytes, max-age, retention-interval, otlp-endpoint, otlp-batch, otlp-timeout, otlp-header)", path, line, name)
 		}
 		if given[name] {
 			continue

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -17,8 +19,9 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(help, err)
 	}
 	want := config{db: "/var/lib/kmes/events.db", batch: 1024, flushInterval: 200 * time.Millisecond,
-		maxBytes: 1 << 30, maxAge: 30 * 24 * time.Hour, retentionInterval: time.Minute}
-	if *cfg != want {
+		maxBytes: 1 << 30, maxAge: 30 * 24 * time.Hour, retentionInterval: time.Minute,
+		otlpBatch: 512, otlpTimeout: 10 * time.Second}
+	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("defaults %+v, want %+v", *cfg, want)
 	}
 }
@@ -33,15 +36,22 @@ max-bytes = 512MiB
 max-age = 7d
 
 retention-interval = 10m
+otlp-endpoint = https://collector.example:4318/v1/logs
+otlp-batch = 100
+otlp-timeout = 3s
+otlp-header = Authorization=Bearer a=b
+otlp-header = X-Tenant = kmes
 `), 0o644)
-	cfg, _, err := parseConfig([]string{"--config", path, "--batch", "10", "--max-age=12h"}, nil)
+	cfg, _, err := parseConfig([]string{"--config", path, "--batch", "10", "--max-age=12h", "--otlp-timeout=5s"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Flags win.
 	want := config{db: "/srv/kmes/ev.db", batch: 10, flushInterval: time.Second,
-		maxBytes: 512 << 20, maxAge: 12 * time.Hour, retentionInterval: 10 * time.Minute}
-	if *cfg != want {
+		maxBytes: 512 << 20, maxAge: 12 * time.Hour, retentionInterval: 10 * time.Minute,
+		otlpEndpoint: "https://collector.example:4318/v1/logs", otlpBatch: 100, otlpTimeout: 5 * time.Second,
+		otlpHeaders: http.Header{"Authorization": {"Bearer a=b"}, "X-Tenant": {"kmes"}}}
+	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("got %+v, want %+v", *cfg, want)
 	}
 }
@@ -69,6 +79,10 @@ func TestBadConfig(t *testing.T) {
 		{[]string{"--flush-interval", "0s"}, "--flush-interval 0s: give a positive duration"},
 		{[]string{"--bogus"}, "flag provided but not defined: -bogus: run 'kmesd --help'"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"--otlp-endpoint", "collector:4318"}, `--otlp-endpoint "collector:4318": give an http:// or https:// URL`},
+		{[]string{"--otlp-batch", "0"}, "--otlp-batch 0: give 1 or more events"},
+		{[]string{"--otlp-timeout", "0s"}, "--otlp-timeout 0s: give a positive duration"},
+		{[]string{"--otlp-header", "Authorization"}, "not a header: give KEY=VALUE"},
 	} {
 		_, _, err := parseConfig(tc.args, nil)
 		var uerr *usageError

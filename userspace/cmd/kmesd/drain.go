@@ -36,6 +36,9 @@ type drainer struct {
 	stderr io.Writer
 	// retry is how long a full disk pauses storing before the next try.
 	retry time.Duration
+	// stored, if not nil, is called after each batch is stored (it wakes
+	// the forwarder, without blocking).
+	stored func()
 }
 
 func newDrainer(rd *kmes.Reader, st eventStore, cfg *config, boot string, last map[int]uint64, stderr io.Writer) *drainer {
@@ -138,6 +141,9 @@ func (d *drainer) commit(ctx context.Context) error {
 		fmt.Fprintf(d.stderr, "kmesd: storing resumed\n")
 	}
 	d.b.Reset()
+	if d.stored != nil {
+		d.stored()
+	}
 	return nil
 }
 
@@ -147,5 +153,10 @@ func (d *drainer) commit(ctx context.Context) error {
 func (d *drainer) retain(now time.Time) {
 	if _, err := d.st.Retain(now, d.boot, d.cfg.maxAge, d.cfg.maxBytes); err != nil {
 		fmt.Fprintf(d.stderr, "kmesd: retention: %v\n", err)
+	}
+	if u, ok := d.st.(interface{ TakeUnforwardedDeleted() int64 }); ok {
+		if n := u.TakeUnforwardedDeleted(); n > 0 {
+			fmt.Fprintf(d.stderr, "kmesd: retention: %d events deleted before they were forwarded (over --max-bytes): lost for forwarding\n", n)
+		}
 	}
 }

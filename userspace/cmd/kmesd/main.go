@@ -5,6 +5,8 @@
 //
 //	kmesd [--db PATH] [--config FILE] [--batch N] [--flush-interval D]
 //	      [--max-bytes SIZE] [--max-age D] [--retention-interval D]
+//	      [--otlp-endpoint URL] [--otlp-batch N] [--otlp-timeout D]
+//	      [--otlp-header KEY=VALUE]...
 //
 // One kmes.Reader reads all the rings from their oldest events; events
 // are copied into a batch, committed in one transaction when it holds
@@ -27,6 +29,8 @@
 //	       dropped INTEGER, noted_ns INTEGER,
 //	       PRIMARY KEY(boot_id, cpu, before_seq)) WITHOUT ROWID//	positions(boot_id TEXT, cpu INTEGER, last_seq INTEGER,
 //	       PRIMARY KEY(boot_id, cpu)) WITHOUT ROWID
+//	forwarded(boot_id TEXT, cpu INTEGER, last_seq INTEGER,
+//	       PRIMARY KEY(boot_id, cpu)) WITHOUT ROWID  -- created where missing
 //
 // boot_id is /proc/sys/kernel/random/boot_id, since sequence numbers
 // start again at 1 on each boot; ts_ns is CLOCK_REALTIME in ns. A losses
@@ -61,9 +65,16 @@
 //
 // --config FILE reads settings from lines "name = value" with the flags'
 // names (db, batch, flush-interval, max-bytes, max-age,
-// retention-interval); "#" starts a comment. Flags win over the file.
+// retention-interval, otlp-endpoint, otlp-batch, otlp-timeout,
+// otlp-header); "#" starts a comment. Flags win over the file.
 // Sizes take K, M, G, T (or KiB...; powers of 1024); durations Go's
 // units and d for days.
+//
+// # Forwarding
+//
+// With --otlp-endpoint, a goroutine forwards the stored events to an
+// OpenTelemetry collector over OTLP/HTTP (otlp.go): from the database,
+// after the forwarded cursor, which advances after each 2xx.
 //
 // A full disk pauses storing: the batch is kept and stored again every
 // few seconds; what the rings overwrite meanwhile is a loss.
@@ -103,6 +114,9 @@ func main() {
 type env struct {
 	source kmes.RingSource        // nil: the kernel's
 	bootID func() (string, error) // nil: readBootID
+	// tuneForwarder, if not nil, changes the forwarder before it starts
+	// (shorter backoff and polling).
+	tuneForwarder func(*forwarder)
 }
 
 // readBootID returns the kernel's boot id.
@@ -141,12 +155,37 @@ func run(ctx context.Context, args []string, stderr io.Writer, e *env) error {
 	if err != nil {
 		return err
 	}
-	err = drain(ctx, st, cfg, boot, e.source, stderr)
+	var fwd *forwarder
+	stopFwd := func() {}
+	if cfg.otlpEndpoint != "" {
+		fw, err := eventdb.OpenForwarding(cfg.db)
+		if err != nil {
+			return errors.Join(err, st.Close())
+		}
+		defer fw.Close()
+		st.KeepUnforwarded()
+		fwd = newForwarder(fw, cfg, stderr)
+		if e.tuneForwarder != nil {
+			e.tuneForwarder(fwd)
+		}
+		fctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			fwd.run(fctx)
+		}()
+		stopFwd = func() {
+			cancel()
+			<-done
+		}
+	}
+	err = drain(ctx, st, cfg, boot, e.source, fwd, stderr)
+	stopFwd() // before the database is closed
 	return errors.Join(err, st.Close())
 }
 
 // drain reads the rings into st until ctx is done.
-func drain(ctx context.Context, st *eventdb.DB, cfg *config, boot string, src kmes.RingSource, stderr io.Writer) error {
+func drain(ctx context.Context, st *eventdb.DB, cfg *config, boot string, src kmes.RingSource, fwd *forwarder, stderr io.Writer) error {
 	last, err := st.LastSeqs(boot)
 	if err != nil {
 		return err
@@ -157,6 +196,9 @@ func drain(ctx context.Context, st *eventdb.DB, cfg *config, boot string, src km
 	}
 	defer rd.Close()
 	d := newDrainer(rd, st, cfg, boot, last, stderr)
+	if fwd != nil {
+		d.stored = fwd.notify
+	}
 	d.retain(time.Now())
 	return d.run(ctx)
 }

@@ -50,6 +50,19 @@ CREATE TABLE positions(
 	last_seq INTEGER NOT NULL,
 	PRIMARY KEY(boot_id, cpu)
 ) WITHOUT ROWID;
+` + ForwardedSchema
+
+// ForwardedSchema is the table of kmesd's forwarding to an OpenTelemetry
+// collector: the highest seq of each boot and CPU the collector accepted
+// (or that was skipped). It was added to version 1 without a new version:
+// Open creates it in a database that lacks it, and readers ignore it.
+const ForwardedSchema = `
+CREATE TABLE IF NOT EXISTS forwarded(
+	boot_id  TEXT NOT NULL,
+	cpu      INTEGER NOT NULL,
+	last_seq INTEGER NOT NULL,
+	PRIMARY KEY(boot_id, cpu)
+) WITHOUT ROWID;
 `
 
 // ErrFull marks an Insert that failed because the disk (or the
@@ -76,7 +89,29 @@ type DB struct {
 	// pos is the highest sequence number of each CPU in the batch being
 	// inserted, reused from batch to batch.
 	pos []cpuSeq
+	// keepUnforwarded makes Retain keep, within maxBytes, the events not
+	// forwarded yet; unforwardedDeleted counts those it deleted anyway.
+	keepUnforwarded    bool
+	unforwardedDeleted int64
 }
+
+// KeepUnforwarded makes Retain delete by age only the events forwarded
+// already (forwarded), and count those it deletes by size before they
+// were forwarded (TakeUnforwardedDeleted).
+func (s *DB) KeepUnforwarded() { s.keepUnforwarded = true }
+
+// TakeUnforwardedDeleted returns how many events not forwarded yet Retain
+// deleted (over maxBytes) since the last call.
+func (s *DB) TakeUnforwardedDeleted() int64 {
+	n := s.unforwardedDeleted
+	s.unforwardedDeleted = 0
+	return n
+}
+
+// unforwarded is the condition on events (the table, not aliased) of an
+// event not forwarded yet.
+const unforwarded = `events.seq > coalesce((SELECT f.last_seq FROM forwarded f
+	WHERE f.boot_id = events.boot_id AND f.cpu = events.cpu), 0)`
 
 type cpuSeq struct {
 	cpu int
@@ -189,6 +224,9 @@ func (s *DB) init() error {
 	}
 	// kmesd's database: WAL again, should something have turned it off.
 	if _, err := conn.ExecContext(ctx, "PRAGMA journal_mode = WAL"); err != nil {
+		return s.openError(err)
+	}
+	if _, err := conn.ExecContext(ctx, ForwardedSchema); err != nil {
 		return s.openError(err)
 	}
 	// ON CONFLICT DO NOTHING, not INSERT OR IGNORE: an event stored
@@ -358,7 +396,11 @@ func (s *DB) Retain(now time.Time, current string, maxAge time.Duration, maxByte
 		})
 	}
 	if maxAge > 0 {
-		if err := delEvents(`DELETE FROM events WHERE ts_ns < ?`, now.Add(-maxAge).UnixNano()); err != nil {
+		q := `DELETE FROM events WHERE ts_ns < ?`
+		if s.keepUnforwarded {
+			q += ` AND NOT (` + unforwarded + `)`
+		}
+		if err := delEvents(q, now.Add(-maxAge).UnixNano()); err != nil {
 			return deleted, fmt.Errorf("delete events older than %s from %s: %w", maxAge, s.path, err)
 		}
 	}
@@ -384,6 +426,14 @@ func (s *DB) Retain(now time.Time, current string, maxAge time.Duration, maxByte
 		if err := s.conn.QueryRowContext(ctx, `SELECT ts_ns FROM events ORDER BY ts_ns LIMIT 1 OFFSET ?`, n-1).Scan(&cutoff); err != nil {
 			return deleted, fmt.Errorf("find the oldest events in %s: %w", s.path, err)
 		}
+		if s.keepUnforwarded {
+			var lost int64
+			err := s.conn.QueryRowContext(ctx, `SELECT count(*) FROM events WHERE ts_ns <= ? AND `+unforwarded, cutoff).Scan(&lost)
+			if err != nil {
+				return deleted, fmt.Errorf("count the events not forwarded yet in %s: %w", s.path, err)
+			}
+			s.unforwardedDeleted += lost
+		}
 		if err := delEvents(`DELETE FROM events WHERE ts_ns <= ?`, cutoff); err != nil {
 			return deleted, fmt.Errorf("delete the oldest events from %s: %w", s.path, err)
 		}
@@ -398,6 +448,11 @@ func (s *DB) Retain(now time.Time, current string, maxAge time.Duration, maxByte
 			WHERE e.boot_id = positions.boot_id)`, current)
 		if err != nil {
 			return deleted, fmt.Errorf("delete positions of past boots from %s: %w", s.path, err)
+		}
+		err = del(`DELETE FROM forwarded WHERE boot_id <> ? AND NOT EXISTS (SELECT 1 FROM events e
+			WHERE e.boot_id = forwarded.boot_id)`, current)
+		if err != nil {
+			return deleted, fmt.Errorf("delete forwarding positions of past boots from %s: %w", s.path, err)
 		}
 	}
 	return deleted, nil
