@@ -125,6 +125,11 @@ func Open(path string) (*DB, error) {
 	if err := checkWritable(path); err != nil {
 		return nil, err
 	}
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		if err := create(path); err != nil {
+			return nil, err
+		}
+	}
 	// WAL: readers (kmesctl query) do not block the writer nor it them;
 	// synchronous=NORMAL syncs the WAL at checkpoints only, so a power
 	// loss may lose the last transactions but never corrupts, and a
@@ -144,9 +149,10 @@ func Open(path string) (*DB, error) {
 	return s, nil
 }
 
-// checkWritable creates path's directory and the file if they are
-// missing, so that a path kmesd cannot write is reported with the
-// system's reason rather than SQLite's "unable to open".
+// checkWritable creates path's directory if it is missing, and checks
+// that kmesd can write the database and the files beside it, so that a
+// path kmesd cannot write is reported with the system's reason rather
+// than SQLite's "unable to open".
 func checkWritable(path string) error {
 	fail := func(err error) error {
 		var pe *fs.PathError
@@ -159,11 +165,11 @@ func checkWritable(path string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fail(err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
-	if err != nil {
+	if f, err := os.OpenFile(path, os.O_RDWR, 0); err == nil {
+		f.Close()
+	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fail(err)
 	}
-	f.Close()
 	// The WAL and its index are files beside the database.
 	tmp, err := os.CreateTemp(dir, ".kmesd-check-*")
 	if err != nil {
@@ -171,6 +177,45 @@ func checkWritable(path string) error {
 	}
 	tmp.Close()
 	os.Remove(tmp.Name())
+	return nil
+}
+
+// create makes a new database at path, whole: its schema is written in
+// a file beside it, which is then linked to path. A reader (kmesctl
+// query) never finds at path a database without its schema, and of two
+// kmesd started at once the second opens the first's.
+func create(path string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".new-*")
+	if err != nil {
+		return fmt.Errorf("create database %s: %w (choose a writable --db)", path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	err = f.Chmod(0o640)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("create database %s: %w", path, err)
+	}
+	db, err := sql.Open("sqlite", "file:"+tmp)
+	if err != nil {
+		return fmt.Errorf("create database %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	s := &DB{path: path, db: db}
+	err = s.init()
+	// Closing the last connection checkpoints the WAL into the file and
+	// removes it.
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create database %s: %w", path, err)
+	}
 	return nil
 }
 

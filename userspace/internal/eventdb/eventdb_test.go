@@ -3,6 +3,9 @@ package eventdb
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -259,4 +262,48 @@ func TestPositions(t *testing.T) {
 		t.Fatalf("retain deleted %d, %v; want 1", n, err)
 	}
 	checkLast(next, map[int]uint64{1: 10})
+}
+
+// A reader (kmesctl query) that opens the database while kmesd creates
+// it finds none, or the whole schema: never a file without it, which it
+// would call corrupt. No file is left beside it.
+func TestCreateWhole(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 30 {
+		path := filepath.Join(dir, fmt.Sprintf("events%d.db", i))
+		done := make(chan struct{})
+		var bad error
+		go func() {
+			defer close(done)
+			for {
+				r, err := OpenReader(path)
+				if err == nil {
+					r.Close()
+					return
+				}
+				if !errors.Is(err, fs.ErrNotExist) {
+					bad = err
+					return
+				}
+			}
+		}()
+		s, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		s.Close()
+		if bad != nil {
+			t.Fatalf("a reader while the database was created: %v", bad)
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "events") || strings.Contains(e.Name(), ".new-") {
+			t.Errorf("%s left in the directory", e.Name())
+		}
+	}
 }
