@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -238,6 +239,13 @@ func TestStoreExactlyOnce(t *testing.T) {
 	waitCount(t, db, 801)
 	d.stop(t)
 	e.check(t, db, map[string][2]uint64{after.key(): {0, 2}})
+	// Stopping says what it stored (at least 801/64 transactions).
+	stats := regexp.MustCompile(`^kmesd: 801 events stored in (\d+) transactions \(0 lost, 2 dropped before them\); CPU time reading \S+, storing \S+\n$`)
+	if m := stats.FindStringSubmatch(d.stderr.String()); m == nil {
+		t.Errorf("stderr is not the stop's summary:\n%s", d.stderr)
+	} else if n, _ := strconv.Atoi(m[1]); n < 13 {
+		t.Errorf("%d transactions, want batches of at most 64", n)
+	}
 }
 
 // A batch that is neither full nor due is stored at SIGTERM.

@@ -200,5 +200,7 @@ func drain(ctx context.Context, st *eventdb.DB, cfg *config, boot string, src km
 		d.stored = fwd.notify
 	}
 	d.retain(time.Now())
-	return d.run(ctx)
+	err = d.run(ctx)
+	fmt.Fprintf(stderr, "kmesd: %s\n", d.stats)
+	return err
 }
