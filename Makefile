@@ -28,7 +28,7 @@ help:
 	@echo "make fuzz-validator  FUZZTIME (default 10m) of the C validator against the Go one (a minute of it in make test)"
 	@echo "make bench          benchmarks of KMES and its peers in the guest under -icount (bench kernel)"
 	@echo "make swap-stress     SWAP_LOOPS (default 20000) ring capacity swaps under load in the guest (plain kernel)"
-	@echo "make install         kmesctl and kmesd, their man pages, the bash completion and kmesd.service under PREFIX (/usr/local), DESTDIR honoured; install-man: the pages"
+	@echo "make install         kmesctl and kmesd, the man pages (also the system calls'), the bash completion and kmesd.service under PREFIX (/usr/local), DESTDIR honoured; install-man: the pages"
 	@echo "make clean           remove build/ except build/linux's unpacked base"
 
 clean:

@@ -1,6 +1,7 @@
 package kmes
 
 import (
+	"github.com/kmes-project/kmes/userspace/internal/series"
 	"github.com/kmes-project/kmes/userspace/kmes/abi"
 	"os"
 	"os/exec"
@@ -12,13 +13,11 @@ import (
 	"unsafe"
 )
 
-const uapiHeader = "include/uapi/linux/kmes.h"
-
 // seriesHeader builds include/uapi/linux/kmes.h from the patch series
 // alone and returns its path.
 func seriesHeader(t *testing.T) string {
 	t.Helper()
-	return filepath.Join(fromSeries(t, uapiHeader, uapiHeader), uapiHeader)
+	return filepath.Join(series.Files(t, series.UAPIHeader, series.UAPIHeader), series.UAPIHeader)
 }
 
 // goValues maps every numeric #define of the header to its Go constant.

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/kmes-project/kmes/userspace/internal/series"
 )
 
 // The kernel's validator, kernel/kmes/validate.{c,h}, also builds as
@@ -26,7 +28,7 @@ const validatorFiles = "kernel/kmes/validate.*"
 // as the patch series adds them.
 func validatorSources(t testing.TB) string {
 	t.Helper()
-	dir := fromSeries(t, validatorFiles, "kernel/kmes/validate.c", "kernel/kmes/validate.h")
+	dir := series.Files(t, validatorFiles, "kernel/kmes/validate.c", "kernel/kmes/validate.h")
 	return filepath.Join(dir, "kernel", "kmes")
 }
 
