@@ -17,7 +17,7 @@ func TestDemoPlan(t *testing.T) {
 	for _, c := range GuestCommands {
 		names = append(names, path.Base(c))
 	}
-	for _, cmd := range [][]string{d.Emitter, d.Tail, d.Shell} {
+	for _, cmd := range [][]string{d.Emitter, d.Daemon, d.Tail, d.Query, d.Shell} {
 		if len(cmd) == 0 || !slices.Contains(names, cmd[0]) {
 			t.Errorf("the demo runs %q, which is not among the guest commands %q", cmd, names)
 		}
@@ -27,6 +27,9 @@ func TestDemoPlan(t *testing.T) {
 	}
 	if got, want := strings.Join(d.Tail, " "), "kmesctl tail -f"; got != want {
 		t.Errorf("tail %q, want %q", got, want)
+	}
+	if got, want := strings.Join(d.Daemon, " "), "kmesd"; got != want {
+		t.Errorf("daemon %q, want %q", got, want)
 	}
 	if !slices.Contains(d.Env, "PS1=kmes# ") {
 		t.Errorf("shell environment %q lacks the prompt", d.Env)
@@ -39,7 +42,7 @@ func TestDemoBanner(t *testing.T) {
 	d := guest.DemoPlan()
 	for _, ctty := range []bool{true, false} {
 		b := strings.Join(guest.DemoBanner(d, ctty), "\n")
-		for _, want := range []string{"kmes-demo -interval 500ms", "kmesctl tail -f", "Ctrl-A X", "shutdown"} {
+		for _, want := range []string{"kmes-demo -interval 500ms", "kmesd", "/var/lib/kmes/events.db", "kmesctl tail -f", "kmesctl query -o short --since -1m", "Ctrl-A X", "shutdown"} {
 			if !strings.Contains(b, want) {
 				t.Errorf("ctty=%v: banner lacks %q:\n%s", ctty, want, b)
 			}

@@ -24,7 +24,8 @@ import (
 
 // GuestCommands are built into the initramfs's busybox: u-root's init and
 // shell, a few tools for 'make run', the KMES guest runner (uinit), and
-// kmesctl and kmes-demo, which 'make run' starts and the guest tests run.
+// kmesctl, kmes-demo and kmesd, which 'make run' starts and the guest tests
+// run.
 // vm/guestcmds.go keeps the u-root ones in go.mod; the KMES ones are in
 // this module.
 var GuestCommands = []string{
@@ -41,6 +42,7 @@ var GuestCommands = []string{
 	"github.com/kmes-project/kmes/vm/cmd/kmes-guest",
 	"github.com/kmes-project/kmes/userspace/cmd/kmesctl",
 	"github.com/kmes-project/kmes/userspace/cmd/kmes-demo",
+	"github.com/kmes-project/kmes/userspace/cmd/kmesd",
 }
 
 // Initramfs describes the guest image.

@@ -288,24 +288,26 @@ func interactive(out io.Writer) error {
 		fmt.Fprintln(out, l)
 	}
 	fmt.Fprintln(out)
-	emitter := exec.Command(d.Emitter[0], d.Emitter[1:]...)
-	emitter.Stdout, emitter.Stderr = os.Stdout, os.Stderr
-	emitter.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := emitter.Start(); err != nil {
-		fmt.Fprintf(out, "kmes-guest: start %s: %v\n", d.Emitter[0], err)
-	} else {
-		defer func() {
-			_ = emitter.Process.Kill()
-			_ = emitter.Wait()
-		}()
-	}
+	emitter := background(out, d.Emitter)
+	daemon := background(out, d.Daemon)
+	defer func() {
+		// kmesd stores what it read when it is told to stop.
+		for _, c := range []*exec.Cmd{daemon, emitter} {
+			if c != nil {
+				_ = c.Process.Signal(unix.SIGTERM)
+				_ = c.Wait()
+			}
+		}
+	}()
 	tail := exec.Command(d.Tail[0], d.Tail[1:]...)
 	tail.Stdout, tail.Stderr = os.Stdout, os.Stderr
 	err := tail.Run()
 	drain(sigs)
 	fmt.Fprintf(out, "\nkmes-guest: %s ended (%v)", strings.Join(d.Tail, " "), describe(err))
-	if emitter.Process != nil {
-		fmt.Fprintf(out, "; %s still runs as pid %d ('kill %d' stops it)", d.Emitter[0], emitter.Process.Pid, emitter.Process.Pid)
+	for _, c := range []*exec.Cmd{emitter, daemon} {
+		if c != nil {
+			fmt.Fprintf(out, "; %s still runs as pid %d ('kill %d' stops it)", filepath.Base(c.Path), c.Process.Pid, c.Process.Pid)
+		}
 	}
 	fmt.Fprintln(out, "\nType 'shutdown' or Ctrl-D to power off; Ctrl-A X quits QEMU.")
 
@@ -316,6 +318,19 @@ func interactive(out io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+// background starts args in a process group of its own, its output on
+// the console; nil if it could not start (said on out).
+func background(out io.Writer, args []string) *exec.Cmd {
+	c := exec.Command(args[0], args[1:]...)
+	c.Stdout, c.Stderr = os.Stdout, os.Stderr
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := c.Start(); err != nil {
+		fmt.Fprintf(out, "kmes-guest: start %s: %v\n", args[0], err)
+		return nil
+	}
+	return c
 }
 
 // haveCtty reports whether the console (stdin) is this process's
