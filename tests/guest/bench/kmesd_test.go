@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -89,6 +91,7 @@ func runKmesd(t *testing.T, ctx context.Context, db string) (stored, txs int, re
 		}
 	}()
 	want := ringHeads(t)
+	// kmesd handles SIGTERM once it has created the database.
 	for !storedUpTo(db, want) {
 		if ctx.Err() != nil {
 			t.Fatalf("kmesd did not store the rings' events: %v; stderr:\n%s", ctx.Err(), stderr.String())
@@ -114,23 +117,37 @@ func runKmesd(t *testing.T, ctx context.Context, db string) (stored, txs int, re
 }
 
 // ringHeads returns the sequence number of the newest event of each
-// CPU's ring (0 if it has none): where a Reader from the end starts.
+// CPU's ring: a Reader reads them all, without waiting.
 func ringHeads(t *testing.T) map[int]uint64 {
 	t.Helper()
-	rd, err := kmes.NewReader(&kmes.Options{FromEnd: true})
+	rd, err := kmes.NewReader(&kmes.Options{})
 	if err != nil {
 		t.Fatalf("NewReader: %v", err)
 	}
 	defer rd.Close()
+	rd.SetDeadline(time.Unix(1, 0))
 	heads := map[int]uint64{}
-	for _, s := range rd.Stats() {
-		heads[s.CPU] = s.LastSequence
+	views := make([]kmes.View, 256)
+	for {
+		n, err := rd.ReadEvents(views)
+		for i := range views[:n] {
+			heads[views[i].CPU()] = max(heads[views[i].CPU()], views[i].Sequence())
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return heads
+		}
+		if err != nil && !errors.Is(err, kmes.ErrCorrupt) {
+			t.Fatalf("read the rings: %v", err)
+		}
 	}
-	return heads
 }
 
-// storedUpTo reports whether kmesd's positions reached want.
+// storedUpTo reports whether kmesd created db and its positions reached
+// want.
 func storedUpTo(db string, want map[int]uint64) bool {
+	if _, err := os.Stat(db); err != nil {
+		return false
+	}
 	s, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
 	if err != nil {
 		return false
