@@ -31,6 +31,7 @@ help:
 	@echo "make swap-stress     SWAP_LOOPS (default 20000) ring capacity swaps under load in the guest (plain kernel)"
 	@echo "make install         kmesctl and kmesd, their man pages, the bash completion and kmesd.service under PREFIX (/usr/local), DESTDIR honoured; install-man: the pages"
 	@echo "make deb             build/kmes-tools_VERSION_amd64.deb: kmesctl, kmesd, their pages, completion and unit; deb-check: lintian and its contents (in make test)"
+	@echo "make kernel-deb      the kernel's Debian packages in build/ with its bindeb-pkg (FLAVOR, default plain, or KERNEL_DEB_CONFIG=/path/.config)"
 	@echo "make clean           remove build/ except build/linux's unpacked base"
 
 clean:
