@@ -14,6 +14,7 @@ include mk/selftests.mk
 include mk/vm.mk
 include mk/test.mk
 include mk/install.mk
+include mk/deb.mk
 
 .PHONY: help clean
 help:
@@ -29,7 +30,9 @@ help:
 	@echo "make bench          benchmarks of KMES and its peers in the guest under -icount (bench kernel)"
 	@echo "make swap-stress     SWAP_LOOPS (default 20000) ring capacity swaps under load in the guest (plain kernel)"
 	@echo "make install         kmesctl and kmesd, the man pages (also the system calls'), the bash completion and kmesd.service under PREFIX (/usr/local), DESTDIR honoured; install-man: the pages"
+	@echo "make deb             build/kmes-tools_VERSION_amd64.deb: kmesctl, kmesd, their pages, completion and unit; deb-check: lintian and its contents (in make test)"
+	@echo "make kernel-deb      the kernel's Debian packages in build/ with its bindeb-pkg (FLAVOR, default plain, or KERNEL_DEB_CONFIG=/path/.config)"
 	@echo "make clean           remove build/ except build/linux's unpacked base"
 
 clean:
-	rm -rf $(BUILD)/obj-* $(BUILD)/kernel-* $(BUILD)/initramfs* $(BUILD)/selftests $(BUILD)/logs $(BUILD)/stamps
+	rm -rf $(BUILD)/obj-* $(BUILD)/kernel-* $(BUILD)/deb $(BUILD)/*.deb $(BUILD)/*.buildinfo $(BUILD)/*.changes $(BUILD)/initramfs* $(BUILD)/selftests $(BUILD)/logs $(BUILD)/stamps

@@ -5,6 +5,9 @@
 #   kernel.sh build FLAVOR   merge kernel-config/ fragments, build bzImage and
 #                            install the UAPI headers beside it (headers/)
 #                            (FLAVOR: plain, debug, nokmes or bench; see fragments())
+#   kernel.sh deb FLAVOR [CONFIG]
+#                            Debian packages of the kernel (bindeb-pkg) in
+#                            build/, from FLAVOR's config or the file CONFIG
 #   kernel.sh export         write build/linux's commits back to patches/
 #   kernel.sh series-key     print the content key of patches/ (kernel.json "series")
 #
@@ -237,6 +240,46 @@ ccache_summary() {
 	echo "; ccache: $hits of $((hits + misses)) compiles hit, build/logs/$(basename "$1") says which"
 }
 
+# configure merges FLAVOR's fragments into OBJ/.config from allnoconfig
+# and checks that each setting stuck; a second call with the same
+# fragments does nothing.
+configure() {
+	local flavor=$1 obj=$2 frags cfg_key
+	mapfile -t frags < <(fragments "$flavor")
+	cfg_key=$( (echo "$flavor"; cat "${frags[@]}") | hash)
+	[ "$(cat "$obj/.kmes-config-key" 2>/dev/null)" != "$cfg_key" ] || [ ! -f "$obj/.config" ] || return 0
+	mkdir -p "$obj" "$logs"
+	say "configuring $flavor from ${frags[*]##*/}"
+	rm -f "$obj/.kmes-config-key"
+	local log=$logs/config-$flavor.log
+	: >"$log"
+	if [ "$flavor" = nokmes ]; then
+		# The debug config first, to compare: nokmes.config must
+		# change KMES's options and nothing else.
+		local ref
+		mapfile -t ref < <(fragments debug)
+		merge_config "$obj" "$log" "${ref[@]}"
+		mv "$obj/.config" "$obj/.config.debug"
+	fi
+	merge_config "$obj" "$log" "${frags[@]}"
+	if [ "$flavor" = nokmes ]; then
+		grep -qx '# CONFIG_KMES is not set' "$obj/.config" ||
+			die "the nokmes config still has $(grep '^CONFIG_KMES=' "$obj/.config"): some other fragment selects it"
+		local other
+		other=$(diff <(config_lines "$obj/.config.debug") <(config_lines "$obj/.config") |
+			grep -E '^[<>] ' | grep -vE "^[<>] (# )?$kmes_opt[= ]" || true)
+		if [ -n "$other" ]; then
+			echo "$other" | sed 's/^</  debug: /; s/^>/  nokmes:/' >&2
+			die "the nokmes config differs from the debug one in more than KMES's options (above): ccache could not share the debug build's objects; make kernel-config/nokmes.config turn off only KMES"
+		fi
+		# KMES's own options cannot stick with KMES off.
+		check_config "$obj/.config" "$kmes_opt" "${frags[@]}" || die "the nokmes config does not hold what kernel-config/ asks for"
+	else
+		check_config "$obj/.config" "" "${frags[@]}" || die "the $flavor config does not hold what kernel-config/ asks for"
+	fi
+	echo "$cfg_key" >"$obj/.kmes-config-key"
+}
+
 cmd_build() {
 	local flavor=${1:-debug}
 	case "$flavor" in
@@ -276,37 +319,7 @@ cmd_build() {
 	rm -f "$stats"
 	export CCACHE_STATSLOG=$stats
 
-	if [ "$(cat "$obj/.kmes-config-key" 2>/dev/null)" != "$cfg_key" ] || [ ! -f "$obj/.config" ]; then
-		say "configuring $flavor from ${frags[*]##*/}"
-		rm -f "$obj/.kmes-config-key"
-		local log=$logs/config-$flavor.log
-		: >"$log"
-		if [ "$flavor" = nokmes ]; then
-			# The debug config first, to compare: nokmes.config must
-			# change KMES's options and nothing else.
-			local ref
-			mapfile -t ref < <(fragments debug)
-			merge_config "$obj" "$log" "${ref[@]}"
-			mv "$obj/.config" "$obj/.config.debug"
-		fi
-		merge_config "$obj" "$log" "${frags[@]}"
-		if [ "$flavor" = nokmes ]; then
-			grep -qx '# CONFIG_KMES is not set' "$obj/.config" ||
-				die "the nokmes config still has $(grep '^CONFIG_KMES=' "$obj/.config"): some other fragment selects it"
-			local other
-			other=$(diff <(config_lines "$obj/.config.debug") <(config_lines "$obj/.config") |
-				grep -E '^[<>] ' | grep -vE "^[<>] (# )?$kmes_opt[= ]" || true)
-			if [ -n "$other" ]; then
-				echo "$other" | sed 's/^</  debug: /; s/^>/  nokmes:/' >&2
-				die "the nokmes config differs from the debug one in more than KMES's options (above): ccache could not share the debug build's objects; make kernel-config/nokmes.config turn off only KMES"
-			fi
-			# KMES's own options cannot stick with KMES off.
-			check_config "$obj/.config" "$kmes_opt" "${frags[@]}" || die "the nokmes config does not hold what kernel-config/ asks for"
-		else
-			check_config "$obj/.config" "" "${frags[@]}" || die "the $flavor config does not hold what kernel-config/ asks for"
-		fi
-		echo "$cfg_key" >"$obj/.kmes-config-key"
-	fi
+	configure "$flavor" "$obj"
 
 	say "building $flavor bzImage ($tree_state, log: build/logs/kernel-$flavor.log)"
 	local t0=$SECONDS
@@ -348,6 +361,72 @@ EOF
 	say "built build/kernel-$flavor/bzImage: $release $version ($((SECONDS - t0)) s$(ccache_summary "$stats"))"
 }
 
+# cmd_deb builds Debian packages of the patched kernel with the kernel's
+# own bindeb-pkg (scripts/package/): linux-image-RELEASE (/boot/vmlinuz-*),
+# linux-libc-dev (the UAPI headers, KMES's among them) and, with modules or
+# debug info, linux-headers and linux-image-dbg. The config is FLAVOR's,
+# merged as for 'kernel.sh build' in the same build/obj-FLAVOR (so the
+# objects are shared), or the file CONFIG, copied to build/obj-deb, where
+# olddefconfig fills in what it lacks. dpkg-buildpackage writes the
+# packages beside the object directory: build/.
+cmd_deb() {
+	local flavor=${1:-plain} config=${2:-} obj name
+	[ -f "$tree/.git/kmes-applied" ] || die "build/linux holds no applied series: run 'make kernel-tree'"
+	if [ -n "$config" ]; then
+		[ -f "$config" ] || die "KERNEL_DEB_CONFIG=$config: no such file"
+		obj=$build/obj-deb name=custom
+		mkdir -p "$obj"
+		cmp -s "$config" "$obj/.config" || cp "$config" "$obj/.config"
+	else
+		case "$flavor" in
+		plain | debug | bench) ;;
+		*) die "unknown FLAVOR '$flavor' for kernel-deb: use plain, debug or bench, or KERNEL_DEB_CONFIG=/path/to/.config" ;;
+		esac
+		obj=$build/obj-$flavor name=$flavor
+		configure "$flavor" "$obj"
+	fi
+	mkdir -p "$logs"
+	local treehash dirty="" jobs=$(($(nproc) + 1))
+	treehash=$(git_tree rev-parse --short=12 'HEAD^{tree}')
+	tree_is_clean || dirty=.dirty
+	local mk=(make -C "$tree" O="$obj" LOCALVERSION=)
+	command -v ccache >/dev/null && mk+=(CC="ccache gcc")
+	# The version names the source tree, as uname -v of 'make kernel' does:
+	# the kernel's own default counts builds (.version), which differs
+	# from machine to machine. Its revision becomes uname -v's "#...".
+	local kver
+	kver=$("${mk[@]}" -s kernelversion)
+	export KDEB_PKGVERSION=$kver-1+kmes.$treehash$dirty
+	export KDEB_SOURCENAME=linux-kmes KDEB_CHANGELOG_DIST=bookworm
+	export DEBFULLNAME="KMES Developers" DEBEMAIL=kmes-dev@example.org
+	# File dates in the packages: KBUILD_BUILD_TIMESTAMP's, not the
+	# changelog's (the time of the build).
+	SOURCE_DATE_EPOCH=$(date -d "$KBUILD_BUILD_TIMESTAMP" +%s)
+	export SOURCE_DATE_EPOCH
+	local log=$logs/kernel-deb-$name.log t0=$SECONDS old
+	# The packages of this directory's last run, with another version.
+	if [ -f "$obj/debian/files" ]; then
+		for old in $(awk '{print $1}' "$obj/debian/files"); do rm -f "$build/$old"; done
+	fi
+	say "building Debian packages of the ${config:-$name} kernel, $KDEB_PKGVERSION (log: build/logs/$(basename "$log"))"
+	local stats=$logs/ccache-deb-$name.log
+	rm -f "$stats"
+	export CCACHE_STATSLOG=$stats
+	# bindeb-pkg passes dpkg-buildpackage -j1, a serial build;
+	# DPKG_FLAGS=-jN, after it, wins. The outer make runs no jobs itself
+	# (a -j there too makes debian/rules' make reset the jobserver).
+	if ! "${mk[@]}" DPKG_FLAGS=-j"$jobs" bindeb-pkg >"$log" 2>&1; then
+		grep -E 'error|Error' "$log" | head -n 20 >&2 || true
+		tail -n 20 "$log" >&2
+		die "bindeb-pkg failed (log: build/logs/$(basename "$log"))"
+	fi
+	grep -q '^CONFIG_KMES=y' "$obj/.config" ||
+		echo "kernel: warning: ${config:-$name}'s config does not enable CONFIG_KMES: these packages hold no KMES (merge kernel-config/kmes.config into it)" >&2
+	local files
+	files=$(awk '/\.deb /{print "build/" $1}' "$obj/debian/files")
+	say "built in $((SECONDS - t0)) s$(ccache_summary "$stats"): $(echo $files)"
+}
+
 cmd_export() {
 	[ -d "$tree/.git" ] || die "build/linux does not exist: run 'make kernel' first"
 	tree_is_clean || die "build/linux has uncommitted changes: commit them there first"
@@ -374,7 +453,8 @@ cmd_export() {
 case "${1:-}" in
 tree) cmd_tree ;;
 build) cmd_build "${2:-debug}" ;;
+deb) cmd_deb "${2:-plain}" "${3:-}" ;;
 export) cmd_export ;;
 series-key) series_key ;;
-*) die "usage: kernel.sh tree | build plain|debug | export | series-key" ;;
+*) die "usage: kernel.sh tree | build FLAVOR | deb FLAVOR [CONFIG] | export | series-key" ;;
 esac

@@ -15,8 +15,9 @@ SUMMARY := { grep --line-buffered -E '^(=== RUN|\s*--- (PASS|FAIL|SKIP)|ok |FAIL
 .PHONY: test unit vmtest check-vmtest-topologies kernel-nokmes
 # kernel-nokmes comes after vmtest: the debug build leaves ccache warm for
 # every object KMES does not change, and the first VM boots one kernel
-# build after the start.
-test: unit vmtest kernel-nokmes
+# build after the start. deb-check (mk/deb.mk) builds and checks the
+# kmes-tools package.
+test: unit deb-check vmtest kernel-nokmes
 	@echo "test: $$(grep -ch -- '--- PASS' $(LOGS)/unit.log $(LOGS)/vmtest.log | paste -sd+ | bc) passed, 0 failed"
 
 unit: deps

@@ -54,6 +54,7 @@ func TestUnitFile(t *testing.T) {
 	got := unitSettings(t, unit)
 	for _, w := range []struct{ section, key, value string }{
 		{"Unit", "Documentation", "man:kmesd(8)"},
+		{"Unit", "ConditionPathIsDirectory", "/proc/sys/kernel/kmes"},
 		{"Service", "Type", "simple"},
 		{"Service", "ExecStart", "/usr/local/bin/kmesd"},
 		{"Service", "StateDirectory", "kmes"}, // /var/lib/kmes: the default --db's directory
