@@ -12,6 +12,7 @@ include mk/deps.mk
 include mk/kernel.mk
 include mk/selftests.mk
 include mk/vm.mk
+include mk/docs.mk
 include mk/test.mk
 include mk/install.mk
 include mk/deb.mk
@@ -26,6 +27,7 @@ help:
 	@echo "make run             boot TOPOLOGY (default $(TOPOLOGY)) with the plain kernel, console on stdio"
 	@echo "make vmtest          boot the topologies under the debug kernel and run the guest tests"
 	@echo "make test            host unit tests, then make vmtest (what CI runs)"
+	@echo "make htmldocs-check  build the KMES documentation pages with Sphinx (build/docs), fail on a warning about them"
 	@echo "make fuzz-validator  FUZZTIME (default 10m) of the C validator against the Go one (a minute of it in make test)"
 	@echo "make bench          benchmarks of KMES and its peers in the guest under -icount (bench kernel)"
 	@echo "make swap-stress     SWAP_LOOPS (default 20000) ring capacity swaps under load in the guest (plain kernel)"

@@ -9,6 +9,7 @@
 #                            Debian packages of the kernel (bindeb-pkg) in
 #                            build/, from FLAVOR's config or the file CONFIG
 #   kernel.sh export         write build/linux's commits back to patches/
+#                            (and refresh the cover letter, if there is one)
 #   kernel.sh series-key     print the content key of patches/ (kernel.json "series")
 #
 # build/linux is a git tree whose first commit (tag kmes-base) is the
@@ -39,6 +40,10 @@ export KBUILD_BUILD_HOST=kmes
 export CCACHE_BASEDIR=$top
 export CCACHE_NOHASHDIR=1
 
+# The cover letter of the series: never in patches/series (git am must not
+# apply it); see cover_letter.
+cover=0000-cover-letter.patch
+
 # series_files prints the patch files named by patches/series, in order, and
 # fails on a name that is missing or a patch that the series leaves out.
 series_files() {
@@ -51,8 +56,10 @@ series_files() {
 		[ -f "$top/patches/$name" ] || die "patches/series names $name, but patches/$name does not exist"
 		echo "$top/patches/$name"
 	done <"$series"
+	grep -qxF "$cover" "$series" && die "patches/series names $cover: the cover letter must not be in the series (git am would apply it)"
 	for name in "$top"/patches/*.patch; do
 		[ -e "$name" ] || continue
+		[ "$(basename "$name")" != "$cover" ] || continue
 		grep -qxF "$(basename "$name")" "$series" ||
 			die "patches/$(basename "$name") is not listed in patches/series: add it or delete it"
 	done
@@ -427,15 +434,45 @@ cmd_deb() {
 	say "built in $((SECONDS - t0)) s$(ccache_summary "$stats"): $(echo $files)"
 }
 
+# cover_letter OLD NEW writes to stdout the cover letter OLD (hand-written:
+# its mail header, subject and blurb) with the shortlog and diffstat of NEW
+# (git format-patch --cover-letter's, of the series being exported) and
+# NEW's patch count in the subject. The blurb ends where the shortlog
+# starts, at the first body line like "Author Name (16):".
+cover_letter() {
+	local old=$1 new=$2 prefix
+	prefix=$(sed -n 's/^Subject: \(\[PATCH [0-9]*\/[0-9]*\]\).*/\1/p' "$new" | head -n1)
+	[ -n "$prefix" ] || die "git format-patch --cover-letter wrote no [PATCH 0/N] subject"
+	grep -q '^Subject: \[PATCH [0-9]*/[0-9]*\] ' "$old" ||
+		die "patches/$cover has no 'Subject: [PATCH 00/NN] ...' line: fix it by hand, or delete it and start again from git format-patch --cover-letter"
+	# The old header and blurb, the subject renumbered.
+	awk -v prefix="$prefix" '
+		!body && /^$/ { body = 1; print; next }
+		!body { if (/^Subject: \[PATCH [0-9]*\/[0-9]*\] /) sub(/\[PATCH [0-9]*\/[0-9]*\]/, prefix); print; next }
+		/^[^ ].* \([0-9]+\):$/ { exit }
+		{ print }' "$old"
+	# The new shortlog and diffstat.
+	awk '!body && /^$/ { body = 1; next } body && /^[^ ].* \([0-9]+\):$/ { on = 1 } on' "$new"
+}
+
 cmd_export() {
 	[ -d "$tree/.git" ] || die "build/linux does not exist: run 'make kernel' first"
 	tree_is_clean || die "build/linux has uncommitted changes: commit them there first"
 	git_tree rev-parse -q --verify kmes-base >/dev/null || die "build/linux has no kmes-base tag: run 'make kernel'"
-	local tmp
+	local tmp keep=""
 	tmp=$(mktemp -d)
 	# --zero-commit and --no-signature keep re-exports of the same commits
 	# byte-identical.
 	git_tree format-patch -q --zero-commit --no-signature -o "$tmp" kmes-base..HEAD
+	# A cover letter, if patches/ has one, keeps its hand-written part and
+	# gets the shortlog and diffstat of the series exported.
+	if [ -f "$top/patches/$cover" ] && [ -n "$(ls "$tmp")" ]; then
+		mkdir "$tmp/cover"
+		git_tree format-patch -q --zero-commit --no-signature --cover-letter -o "$tmp/cover" kmes-base..HEAD
+		cover_letter "$top/patches/$cover" "$tmp/cover/$cover" >"$tmp/$cover.new"
+		rm -rf "$tmp/cover"
+		keep=$tmp/$cover.new
+	fi
 	rm -f "$top"/patches/*.patch
 	: >"$top/patches/series"
 	local f
@@ -444,6 +481,7 @@ cmd_export() {
 		mv "$f" "$top/patches/"
 		basename "$f" >>"$top/patches/series"
 	done
+	[ -z "$keep" ] || mv "$keep" "$top/patches/$cover"
 	rmdir "$tmp"
 	git_tree rev-parse HEAD >"$tree/.git/kmes-applied-head"
 	series_key >"$tree/.git/kmes-applied"

@@ -158,6 +158,66 @@ func TestKernelShTreeAndExport(t *testing.T) {
 	}
 }
 
+// The cover letter (patches/0000-cover-letter.patch) is not in the series:
+// git am never applies it, and export keeps its hand-written header,
+// subject and blurb while it rewrites the patch count, the shortlog and
+// the diffstat from the commits exported.
+func TestKernelShExportKeepsCoverLetter(t *testing.T) {
+	k := newKernelSh(t)
+	k.mustRun("tree")
+	k.commit("int hello = 1;\n", "kmes: one")
+	k.mustRun("export")
+	coverPath := filepath.Join(k.top, "patches/0000-cover-letter.patch")
+	if _, err := os.Stat(coverPath); err == nil {
+		t.Fatal("export wrote a cover letter that nobody started")
+	}
+
+	const head = "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n" +
+		"From: KMES Developers <kmes-dev@example.org>\n" +
+		"Date: Thu, 1 Jan 2026 00:00:00 +0000\n"
+	const blurb = "\nWhy KMES, in two paragraphs.\n\n" +
+		"  An indented line (2):\n- a list\n\n"
+	k.write("patches/0000-cover-letter.patch", head+"Subject: [PATCH 0/1] kmes: the subject\n"+blurb+
+		"Stale Author (1):\n  kmes: stale\n\n stale.c | 1 +\n 1 file changed, 1 insertion(+)\n\n")
+	if out, ok := k.run(nil, "tree"); !ok {
+		t.Fatalf("tree refused the cover letter: %s", out)
+	}
+
+	k.commit("int hello = 2;\n", "kmes: two")
+	k.mustRun("export")
+	b, err := os.ReadFile(coverPath)
+	if err != nil {
+		t.Fatalf("export dropped the cover letter: %v", err)
+	}
+	cover := string(b)
+	if want := head + "Subject: [PATCH 0/2] kmes: the subject\n" + blurb + "KMES build (2):\n  kmes: one\n  kmes: two\n\n"; !strings.HasPrefix(cover, want) {
+		t.Errorf("cover letter after export:\n%s\nwant it to start with:\n%s", cover, want)
+	}
+	if !strings.Contains(cover, " hello.c | 2 +-\n") || strings.Contains(cover, "stale") {
+		t.Errorf("cover letter's diffstat is not the series':\n%s", cover)
+	}
+	series, _ := os.ReadFile(filepath.Join(k.top, "patches/series"))
+	if strings.Contains(string(series), "cover") {
+		t.Errorf("series lists the cover letter:\n%s", series)
+	}
+	k.mustRun("export")
+	if again, _ := os.ReadFile(coverPath); string(again) != cover {
+		t.Errorf("a second export changed the cover letter:\n%s", again)
+	}
+
+	// A fresh tree applies the two patches, not the cover letter.
+	if err := os.RemoveAll(filepath.Join(k.top, "build")); err != nil {
+		t.Fatal(err)
+	}
+	if out := k.mustRun("tree"); !strings.Contains(out, "applying 2 patches") {
+		t.Errorf("fresh tree: %q", out)
+	}
+
+	k.write("patches/series", string(series)+"0000-cover-letter.patch\n")
+	out, ok := k.run(nil, "tree")
+	wantFail(t, out, ok, "patches/series names 0000-cover-letter.patch", "must not be in the series")
+}
+
 func TestKernelShPatchDoesNotApply(t *testing.T) {
 	k := newKernelSh(t)
 	k.mustRun("tree")
