@@ -154,9 +154,10 @@ cmd_tree() {
 	echo "$want" >"$applied"
 }
 
-# fragments prints the config fragments of a flavor:
-#   plain   every kernel-config/*.config but debug.config, nokmes.config
-#           and bench.config
+# The fragments of each flavor, in merge order (a later one wins):
+#   plain   base.config (the guest), kmes.config (KMES's feature options,
+#           all a distribution needs), kmes-test.config (KUnit suites,
+#           debugfs benchmarks) and kselftest.config
 #   debug   plain + debug.config (the test kernel)
 #   bench   plain + bench.config: make bench's kernel, with the peers KMES is
 #           measured against (tracing, user_events, BPF)
@@ -165,20 +166,36 @@ cmd_tree() {
 #           KMES's options alone (cmd_build checks), so that ccache, warm
 #           from the debug build, serves every object KMES does not change
 #           and the build costs a fraction of a kernel's.
-fragments() {
-	local flavor=$1 f
-	for f in "$top"/kernel-config/*.config; do
-		case "$(basename "$f")" in
-		debug.config | nokmes.config | bench.config) continue ;;
-		esac
-		echo "$f"
-	done
-	case "$flavor" in
-	plain) ;;
-	bench) echo "$top/kernel-config/bench.config" ;;
-	*) echo "$top/kernel-config/debug.config" ;;
+# Names, not a glob: the order does not hang on the locale, and a new
+# fragment is given to the flavors it is for (check_fragments).
+plain_frags=(base.config kmes.config kmes-test.config kselftest.config)
+flavor_frags() {
+	case "$1" in
+	plain) echo "${plain_frags[@]}" ;;
+	debug) echo "${plain_frags[@]}" debug.config ;;
+	bench) echo "${plain_frags[@]}" bench.config ;;
+	nokmes) echo "${plain_frags[@]}" debug.config nokmes.config ;;
 	esac
-	[ "$flavor" != nokmes ] || echo "$top/kernel-config/nokmes.config"
+}
+
+# fragments prints the paths of a flavor's fragments.
+fragments() {
+	local f
+	for f in $(flavor_frags "$1"); do echo "$top/kernel-config/$f"; done
+}
+
+# check_fragments fails on a fragment of a flavor that does not exist, and on
+# one in kernel-config/ that no flavor uses.
+check_fragments() {
+	local f used
+	used=" $(flavor_frags debug) $(flavor_frags bench) $(flavor_frags nokmes) "
+	for f in $used; do
+		[ -f "$top/kernel-config/$f" ] || die "kernel-config/$f is missing"
+	done
+	for f in "$top"/kernel-config/*.config; do
+		[[ $used == *" $(basename "$f") "* ]] ||
+			die "kernel-config/$(basename "$f") is used by no flavor: name it in flavor_frags() in mk/kernel.sh"
+	done
 }
 
 # kmes_opt matches the options that nokmes.config turns off with KMES.
@@ -246,6 +263,7 @@ cmd_build() {
 	[ -d "$tree/.git" ] || die "build/linux does not exist: run 'make kernel'"
 	[ -f "$tree/.git/kmes-applied" ] || die "build/linux holds no applied series: run 'make kernel'"
 	local obj=$build/obj-$flavor out=$build/kernel-$flavor frags cfg_key tree_state build_key
+	check_fragments
 	mapfile -t frags < <(fragments "$flavor")
 	cfg_key=$( (echo "$flavor"; cat "${frags[@]}") | hash)
 	local treehash dirty=""

@@ -41,6 +41,12 @@ func newKernelSh(t *testing.T) *kernelSh {
 		filepath.Join(top, "mk/kernel.sh"):                    string(script),
 		filepath.Join(top, "patches/series"):                  "",
 		filepath.Join(top, "kernel-config/base.config"):       "# base\nCONFIG_KEPT=y\nCONFIG_DROPPED=y\n",
+		filepath.Join(top, "kernel-config/kmes.config"):       "# kmes\n",
+		filepath.Join(top, "kernel-config/kmes-test.config"):  "# kmes-test\n",
+		filepath.Join(top, "kernel-config/kselftest.config"):  "# kselftest\n",
+		filepath.Join(top, "kernel-config/debug.config"):      "# debug\n",
+		filepath.Join(top, "kernel-config/bench.config"):      "# bench\n",
+		filepath.Join(top, "kernel-config/nokmes.config"):     "# CONFIG_KMES is not set\n",
 		filepath.Join(src, "Makefile"):                        "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 1\n",
 		filepath.Join(src, "hello.c"):                         "int hello;\n",
 		filepath.Join(src, "scripts/kconfig/merge_config.sh"): fakeMergeConfig,
@@ -233,21 +239,40 @@ func TestKernelShConfigMustStick(t *testing.T) {
 	wantFail(t, out, ok, "unknown FLAVOR 'fancy'")
 }
 
+// Each flavor names its fragments: one that no flavor names, or a named one
+// that is missing, is refused rather than left out.
+func TestKernelShFragmentsNamed(t *testing.T) {
+	k := newKernelSh(t)
+	k.mustRun("tree")
+	k.write("kernel-config/extra.config", "CONFIG_EXTRA=y\n")
+	out, ok := k.run(nil, "build", "plain")
+	wantFail(t, out, ok, "kernel-config/extra.config is used by no flavor", "flavor_frags()")
+	if err := os.Remove(filepath.Join(k.top, "kernel-config/extra.config")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(k.top, "kernel-config/kmes-test.config")); err != nil {
+		t.Fatal(err)
+	}
+	out, ok = k.run(nil, "build", "plain")
+	wantFail(t, out, ok, "kernel-config/kmes-test.config is missing")
+}
+
 // The nokmes flavor is the debug config with KMES off and nothing else
 // changed, so that ccache serves it from the debug build.
 func TestKernelShNokmesIsDebugWithoutKMES(t *testing.T) {
 	k := newKernelSh(t)
 	k.mustRun("tree")
 	k.write("kernel-config/base.config", "CONFIG_KEPT=y\n")
-	k.write("kernel-config/kmes.config", "CONFIG_KMES=y\nCONFIG_KMES_BENCH=y\nCONFIG_KUNIT_DEFAULT_ENABLED=y\n")
+	k.write("kernel-config/kmes.config", "CONFIG_KMES=y\n")
+	k.write("kernel-config/kmes-test.config", "CONFIG_KMES_BENCH=y\nCONFIG_KUNIT_DEFAULT_ENABLED=y\n")
 	k.write("kernel-config/debug.config", "CONFIG_KASAN=y\n")
 	k.write("kernel-config/nokmes.config", "# CONFIG_KMES is not set\n")
 	k.write("kernel-config/bench.config", "CONFIG_FTRACE=y\n")
 	for flavor, frags := range map[string]string{
-		"plain":  "base.config kmes.config",
-		"bench":  "base.config kmes.config bench.config",
-		"debug":  "base.config kmes.config debug.config",
-		"nokmes": "base.config kmes.config debug.config nokmes.config",
+		"plain":  "base.config kmes.config kmes-test.config kselftest.config",
+		"bench":  "base.config kmes.config kmes-test.config kselftest.config bench.config",
+		"debug":  "base.config kmes.config kmes-test.config kselftest.config debug.config",
+		"nokmes": "base.config kmes.config kmes-test.config kselftest.config debug.config nokmes.config",
 	} {
 		// The fake tree configures but has no kernel to build.
 		out, ok := k.run(nil, "build", flavor)
