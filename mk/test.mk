@@ -1,5 +1,6 @@
 # mk/test.mk: 'make test' is what CI runs: host unit tests, the VM tests
-# under the debug kernel, then a build of the series with CONFIG_KMES=n. Full
+# under the debug kernel, then a build of the series with CONFIG_KMES=n and
+# make distro-check (Debian's config with kernel-config/kmes.config). Full
 # output goes to build/logs/*.log; the terminal gets one line per test, go
 # test's summary lines and a count.
 
@@ -15,8 +16,9 @@ SUMMARY := { grep --line-buffered -E '^(=== RUN|\s*--- (PASS|FAIL|SKIP)|ok |FAIL
 .PHONY: test unit vmtest check-vmtest-topologies kernel-nokmes
 # kernel-nokmes comes after vmtest: the debug build leaves ccache warm for
 # every object KMES does not change, and the first VM boots one kernel
-# build after the start.
-test: unit vmtest kernel-nokmes
+# build after the start. distro-check (mk/kernel.mk) shares no object with
+# them; it costs about half a minute.
+test: unit vmtest kernel-nokmes distro-check
 	@echo "test: $$(grep -ch -- '--- PASS' $(LOGS)/unit.log $(LOGS)/vmtest.log | paste -sd+ | bc) passed, 0 failed"
 
 unit: deps
