@@ -5,7 +5,7 @@
 FLAVOR ?= debug
 KERNEL = $(BUILD)/kernel-$(FLAVOR)/bzImage
 
-.PHONY: kernel kernel-tree export-patches
+.PHONY: kernel kernel-tree export-patches distro-check
 kernel-tree: deps
 	@mk/kernel.sh tree
 
@@ -14,3 +14,11 @@ kernel: kernel-tree
 
 export-patches:
 	@mk/kernel.sh export
+
+# What a distribution packager does: the series on Debian's linux-source
+# (build/linux) with Debian's own amd64 config and kernel-config/kmes.config
+# only. Every option of kmes.config must stick, and the objects and UAPI
+# headers the series changes must build without a warning, in
+# build/obj-distro. DISTRO_CONFIG names another config (.xz or plain).
+distro-check: kernel-tree
+	@mk/kernel.sh distro-check

@@ -8,6 +8,9 @@
 #   kernel.sh deb FLAVOR [CONFIG]
 #                            Debian packages of the kernel (bindeb-pkg) in
 #                            build/, from FLAVOR's config or the file CONFIG
+#   kernel.sh distro-check   Debian's config + kernel-config/kmes.config: the
+#                            options stick, the series' objects build
+#                            without a warning (see cmd_distro)
 #   kernel.sh export         write build/linux's commits back to patches/
 #                            (and refresh the cover letter, if there is one)
 #   kernel.sh series-key     print the content key of patches/ (kernel.json "series")
@@ -164,9 +167,10 @@ cmd_tree() {
 	echo "$want" >"$applied"
 }
 
-# fragments prints the config fragments of a flavor:
-#   plain   every kernel-config/*.config but debug.config, nokmes.config
-#           and bench.config
+# The fragments of each flavor, in merge order (a later one wins):
+#   plain   base.config (the guest), kmes.config (KMES's feature options,
+#           all a distribution needs), kmes-test.config (KUnit suites,
+#           debugfs benchmarks) and kselftest.config
 #   debug   plain + debug.config (the test kernel)
 #   bench   plain + bench.config: make bench's kernel, with the peers KMES is
 #           measured against (tracing, user_events, BPF)
@@ -175,20 +179,36 @@ cmd_tree() {
 #           KMES's options alone (cmd_build checks), so that ccache, warm
 #           from the debug build, serves every object KMES does not change
 #           and the build costs a fraction of a kernel's.
-fragments() {
-	local flavor=$1 f
-	for f in "$top"/kernel-config/*.config; do
-		case "$(basename "$f")" in
-		debug.config | nokmes.config | bench.config) continue ;;
-		esac
-		echo "$f"
-	done
-	case "$flavor" in
-	plain) ;;
-	bench) echo "$top/kernel-config/bench.config" ;;
-	*) echo "$top/kernel-config/debug.config" ;;
+# Names, not a glob: the order does not hang on the locale, and a new
+# fragment is given to the flavors it is for (check_fragments).
+plain_frags=(base.config kmes.config kmes-test.config kselftest.config)
+flavor_frags() {
+	case "$1" in
+	plain) echo "${plain_frags[@]}" ;;
+	debug) echo "${plain_frags[@]}" debug.config ;;
+	bench) echo "${plain_frags[@]}" bench.config ;;
+	nokmes) echo "${plain_frags[@]}" debug.config nokmes.config ;;
 	esac
-	[ "$flavor" != nokmes ] || echo "$top/kernel-config/nokmes.config"
+}
+
+# fragments prints the paths of a flavor's fragments.
+fragments() {
+	local f
+	for f in $(flavor_frags "$1"); do echo "$top/kernel-config/$f"; done
+}
+
+# check_fragments fails on a fragment of a flavor that does not exist, and on
+# one in kernel-config/ that no flavor uses.
+check_fragments() {
+	local f used
+	used=" $(flavor_frags debug) $(flavor_frags bench) $(flavor_frags nokmes) "
+	for f in $used; do
+		[ -f "$top/kernel-config/$f" ] || die "kernel-config/$f is missing"
+	done
+	for f in "$top"/kernel-config/*.config; do
+		[[ $used == *" $(basename "$f") "* ]] ||
+			die "kernel-config/$(basename "$f") is used by no flavor: name it in flavor_frags() in mk/kernel.sh"
+	done
 }
 
 # kmes_opt matches the options that nokmes.config turns off with KMES.
@@ -203,6 +223,27 @@ merge_config() {
 	shift 2
 	(cd "$tree" && scripts/kconfig/merge_config.sh -n -O "$obj" "$@") >>"$log" 2>&1 ||
 		{ tail -n 20 "$log" >&2; die "merging kernel-config/ failed (log: build/logs/$(basename "$log"))"; }
+}
+
+# kconfig_why prints, for an option that did not stick, what its Kconfig
+# entry asks for (depends on, range) and the values CONFIG gives the symbols
+# named there, e.g. "; kernel/kmes/Kconfig: depends on KMES && KUNIT=y, with
+# KMES=y KUNIT=n". Menus and if blocks around the entry are not followed.
+kconfig_why() {
+	local name=${1#CONFIG_} config=$2 kc entry sym val vals=""
+	kc=$(cd "$tree" && grep -rlE --exclude-dir=.git --include='Kconfig*' "^(menu)?config $name[[:space:]]*$" . 2>/dev/null | head -n1 || true)
+	[ -n "$kc" ] || return 0
+	entry=$(awk -v n="$name" '
+		$0 ~ "^(menu)?config " n "[[:space:]]*$" { on = 1; next }
+		on && /^[^[:space:]]/ { exit }
+		on && /^[[:space:]]+(depends on|range) / { sub(/^[[:space:]]+/, ""); print }
+	' "$tree/$kc")
+	[ -n "$entry" ] || return 0
+	for sym in $(sed -n 's/^depends on //p' <<<"$entry" | grep -oE '\<[A-Z][A-Z0-9_]*\>' | sort -u); do
+		val=$(sed -n "s/^CONFIG_$sym=//p" "$config" | head -n1)
+		vals+=" $sym=${val:-n}"
+	done
+	echo -n "; ${kc#./}: $(paste -sd';' <<<"$entry" | sed 's/;/; /g')${vals:+, with$vals}"
 }
 
 # check_config fails when an option a fragment asks for is not what the final
@@ -229,7 +270,7 @@ check_config() {
 			[ -z "$skip" ] || ! [[ $opt =~ ^($skip)$ ]] || continue
 			got=$(grep -E "^($opt=|# $opt is not set)" "$config" || true)
 			if [ "$want" != "$got" ] && ! { [ -z "$got" ] && [ "$want" = "# $opt is not set" ]; }; then
-				echo "kernel: kernel-config/$(basename "$frag"): $want did not stick (final .config: ${got:-not present}); check its dependencies with 'make -C build/linux O=$(basename "$(dirname "$config")") menuconfig'" >&2
+				echo "kernel: kernel-config/$(basename "$frag"): $want did not stick (final .config: ${got:-not present})$(kconfig_why "$opt" "$config"); check its dependencies with 'make -C build/linux O=../$(basename "$(dirname "$config")") menuconfig'" >&2
 				bad=1
 			fi
 		done <"$frag"
@@ -296,6 +337,7 @@ cmd_build() {
 	[ -d "$tree/.git" ] || die "build/linux does not exist: run 'make kernel'"
 	[ -f "$tree/.git/kmes-applied" ] || die "build/linux holds no applied series: run 'make kernel'"
 	local obj=$build/obj-$flavor out=$build/kernel-$flavor frags cfg_key tree_state build_key
+	check_fragments
 	mapfile -t frags < <(fragments "$flavor")
 	cfg_key=$( (echo "$flavor"; cat "${frags[@]}") | hash)
 	local treehash dirty=""
@@ -455,6 +497,116 @@ cover_letter() {
 	awk '!body && /^$/ { body = 1; next } body && /^[^ ].* \([0-9]+\):$/ { on = 1 } on' "$new"
 }
 
+# distro_targets prints what make distro-check builds: the objects of the
+# files the series (and any edit in build/linux) changes, as the
+# distribution config CONFIG builds them.
+#   kernel/kmes/ and kernel/futex/  the directories (KMES, and the futex
+#                   helper of patch 0002 with its users)
+#   a syscall table the objects generated from it (the x32 one also reads
+#                   the 64-bit table)
+#   any other .c    its object (kernel/fork.o, kernel/sys_ni.o)
+# tools/ and Documentation/ are not the kernel's build; headers are checked
+# through the objects that include them, UAPI ones also by distro_headers.
+distro_targets() {
+	local f
+	git_tree diff --name-only kmes-base | while IFS= read -r f; do
+		case "$f" in
+		tools/* | Documentation/*) ;;
+		kernel/kmes/*) echo kernel/kmes/ ;;
+		kernel/futex/*) echo kernel/futex/ ;;
+		arch/x86/entry/syscalls/syscall_64.tbl)
+			echo arch/x86/entry/syscall_64.o
+			! grep -qx 'CONFIG_X86_X32_ABI=y' "$1" || echo arch/x86/entry/syscall_x32.o
+			;;
+		arch/x86/entry/syscalls/syscall_32.tbl)
+			! grep -qx 'CONFIG_IA32_EMULATION=y' "$1" || echo arch/x86/entry/syscall_32.o
+			;;
+		*.c) echo "${f%.c}.o" ;;
+		esac
+	done | sort -u
+}
+
+# distro_headers prints the UAPI headers the series changes, as installed
+# under usr/include.
+distro_headers() {
+	git_tree diff --name-only kmes-base -- include/uapi arch/x86/include/uapi |
+		sed -n 's|^include/uapi/\(.*\.h\)$|\1|p; s|^arch/x86/include/uapi/\(.*\.h\)$|\1|p'
+}
+
+# cmd_distro is make distro-check: what a distribution packager does with
+# the series. Debian's own config (DISTRO_CONFIG, from linux-config-6.12)
+# plus kernel-config/kmes.config and nothing else, olddefconfig, every
+# option of kmes.config must stick; then the objects the series changes and
+# its UAPI headers must build without a warning. Not the whole kernel:
+# Debian's config builds thousands of modules.
+cmd_distro() {
+	local config=${DISTRO_CONFIG:-/usr/src/linux-config-6.12/config.amd64_none_amd64.xz}
+	local frag=$top/kernel-config/kmes.config obj=$build/obj-distro
+	local log=$logs/distro-check.log clog=$logs/config-distro.log
+	[ -f "$tree/.git/kmes-applied" ] || die "build/linux holds no applied series: run 'make kernel-tree'"
+	[ -f "$config" ] || die "$config not found: run 'make deps' (installs linux-config-6.12) or set DISTRO_CONFIG=/path/to/config"
+	mkdir -p "$obj" "$logs"
+	local key treehash dirty=""
+	treehash=$(git_tree rev-parse --short=12 'HEAD^{tree}')
+	tree_is_clean || dirty=-dirty-$( (git_tree diff HEAD; git_tree status --porcelain) | hash)
+	key=$( (echo "$treehash$dirty"; cat "$config" "$frag" "$0") | hash)
+	if [ "$(cat "$obj/.kmes-distro-key" 2>/dev/null)" = "$key" ]; then
+		say "distro-check: passed already for this tree, config and kernel-config/kmes.config"
+		return 0
+	fi
+	rm -f "$obj/.kmes-distro-key"
+
+	say "distro-check: $(basename "$config") + kernel-config/kmes.config, olddefconfig (log: build/logs/config-distro.log)"
+	case "$config" in
+	*.xz) xz -dc "$config" >"$obj/distro.config" ;;
+	*) cp "$config" "$obj/distro.config" ;;
+	esac
+	# Debian's config leaves out the settings its build sets (module
+	# signing key, trusted keys) and was made with pahole present:
+	# olddefconfig gives the first their defaults and turns BTF off
+	# without pahole. Neither changes an object built here, so nothing is
+	# overridden.
+	if ! { (cd "$tree" && scripts/kconfig/merge_config.sh -m -O "$obj" "$obj/distro.config" "$frag") &&
+		make -C "$tree" O="$obj" olddefconfig; } >"$clog" 2>&1; then
+		tail -n 20 "$clog" >&2
+		die "configuring the distribution kernel failed (log: build/logs/config-distro.log)"
+	fi
+	check_config "$obj/.config" "" "$frag" ||
+		die "kernel-config/kmes.config does not stick on $(basename "$config"): a distribution merging it would not get KMES as configured"
+
+	local targets headers jobs=$(($(nproc) + 1))
+	mapfile -t targets < <(distro_targets "$obj/.config")
+	mapfile -t headers < <(distro_headers)
+	local mk=(make -C "$tree" O="$obj" -j"$jobs" LOCALVERSION= KBUILD_BUILD_VERSION="$treehash$dirty")
+	command -v ccache >/dev/null && mk+=(CC="ccache gcc")
+	local stats=$logs/ccache-distro.log
+	rm -f "$stats"
+	export CCACHE_STATSLOG=$stats
+	say "distro-check: building ${targets[*]} and the UAPI headers (log: build/logs/distro-check.log)"
+	local t0=$SECONDS
+	if ! "${mk[@]}" "${targets[@]}" headers >"$log" 2>&1; then
+		grep -E 'error|Error' "$log" | head -n 20 >&2 || true
+		tail -n 20 "$log" >&2
+		die "the series does not build with $(basename "$config") (log: build/logs/distro-check.log)"
+	fi
+	# The compile test the kernel gives every UAPI header with
+	# CONFIG_UAPI_HEADER_TEST (usr/include/Makefile), which Debian's
+	# config leaves off: standard C, no kernel-only construct.
+	local h
+	for h in "${headers[@]}"; do
+		echo "UAPI compile test: $h" >>"$log"
+		gcc -std=c90 -Wall -Werror=implicit-function-declaration -m64 -fsyntax-only -x c /dev/null \
+			-include "$h" -I "$obj/usr/include" -I "$tree/usr/dummy-include" >>"$log" 2>&1 ||
+			{ tail -n 20 "$log" >&2; die "the UAPI header $h does not compile on its own in standard C (log: build/logs/distro-check.log)"; }
+	done
+	if grep -q 'warning:' "$log"; then
+		grep 'warning:' "$log" >&2
+		die "the series builds with warnings with $(basename "$config") (above; log: build/logs/distro-check.log)"
+	fi
+	echo "$key" >"$obj/.kmes-distro-key"
+	say "distro-check: passed: ${#targets[@]} targets, ${#headers[@]} UAPI headers, no warning ($((SECONDS - t0)) s$(ccache_summary "$stats"))"
+}
+
 cmd_export() {
 	[ -d "$tree/.git" ] || die "build/linux does not exist: run 'make kernel' first"
 	tree_is_clean || die "build/linux has uncommitted changes: commit them there first"
@@ -492,7 +644,8 @@ case "${1:-}" in
 tree) cmd_tree ;;
 build) cmd_build "${2:-debug}" ;;
 deb) cmd_deb "${2:-plain}" "${3:-}" ;;
+distro-check) cmd_distro ;;
 export) cmd_export ;;
 series-key) series_key ;;
-*) die "usage: kernel.sh tree | build FLAVOR | deb FLAVOR [CONFIG] | export | series-key" ;;
+*) die "usage: kernel.sh tree | build plain|debug|nokmes|bench | deb FLAVOR [CONFIG] | distro-check | export | series-key" ;;
 esac

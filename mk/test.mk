@@ -1,5 +1,6 @@
 # mk/test.mk: 'make test' is what CI runs: host unit tests, the VM tests
-# under the debug kernel, a build of the series with CONFIG_KMES=n, then the
+# under the debug kernel, a build of the series with CONFIG_KMES=n, make
+# distro-check (Debian's config with kernel-config/kmes.config), then the
 # KMES documentation pages (htmldocs-check, mk/docs.mk: about 70 s). Full
 # output goes to build/logs/*.log; the terminal gets one line per test, go
 # test's summary lines and a count.
@@ -17,8 +18,10 @@ SUMMARY := { grep --line-buffered -E '^(=== RUN|\s*--- (PASS|FAIL|SKIP)|ok |FAIL
 # kernel-nokmes comes after vmtest: the debug build leaves ccache warm for
 # every object KMES does not change, and the first VM boots one kernel
 # build after the start. deb-check (mk/deb.mk) builds and checks the
-# kmes-tools package; htmldocs-check (mk/docs.mk) the series' pages.
-test: unit deb-check vmtest kernel-nokmes htmldocs-check
+# kmes-tools package; distro-check (mk/kernel.mk) shares no object with
+# the others (about half a minute); htmldocs-check (mk/docs.mk) builds
+# the series' pages.
+test: unit deb-check vmtest kernel-nokmes distro-check htmldocs-check
 	@echo "test: $$(grep -ch -- '--- PASS' $(LOGS)/unit.log $(LOGS)/vmtest.log | paste -sd+ | bc) passed, 0 failed"
 
 unit: deps

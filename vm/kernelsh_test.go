@@ -21,6 +21,16 @@ awk '/^(# )?CONFIG_/ { o = $0; sub(/^# /, "", o); sub(/[= ].*/, "", o); if (!(o 
 	END { for (i = 0; i < n; i++) print v[k[i]] }' "$@" | grep -v DROPPED > "$out/.config"
 `
 
+// fakeKbuild is what make distro-check asks of the kernel's Makefile:
+// olddefconfig changes nothing, hello.o reports hello.c's line that says
+// "warning:", if any, as gcc would, and headers installs none.
+const fakeKbuild = `
+olddefconfig:
+hello.o:
+	@grep -h warning: hello.c || true
+headers:
+`
+
 type kernelSh struct {
 	t       *testing.T
 	top     string
@@ -41,7 +51,14 @@ func newKernelSh(t *testing.T) *kernelSh {
 		filepath.Join(top, "mk/kernel.sh"):                    string(script),
 		filepath.Join(top, "patches/series"):                  "",
 		filepath.Join(top, "kernel-config/base.config"):       "# base\nCONFIG_KEPT=y\nCONFIG_DROPPED=y\n",
-		filepath.Join(src, "Makefile"):                        "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 1\n",
+		filepath.Join(top, "kernel-config/kmes.config"):       "# kmes\n",
+		filepath.Join(top, "kernel-config/kmes-test.config"):  "# kmes-test\n",
+		filepath.Join(top, "kernel-config/kselftest.config"):  "# kselftest\n",
+		filepath.Join(top, "kernel-config/debug.config"):      "# debug\n",
+		filepath.Join(top, "kernel-config/bench.config"):      "# bench\n",
+		filepath.Join(top, "kernel-config/nokmes.config"):     "# CONFIG_KMES is not set\n",
+		filepath.Join(src, "Makefile"):                        "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 1\n" + fakeKbuild,
+		filepath.Join(src, "Kconfig"):                         "config DROPPED\n\tbool \"dropped\"\n\tdepends on NOTHERE\n",
 		filepath.Join(src, "hello.c"):                         "int hello;\n",
 		filepath.Join(src, "scripts/kconfig/merge_config.sh"): fakeMergeConfig,
 	}
@@ -71,7 +88,12 @@ func (k *kernelSh) run(env []string, args ...string) (string, bool) {
 
 func (k *kernelSh) mustRun(args ...string) string {
 	k.t.Helper()
-	out, ok := k.run(nil, args...)
+	return k.mustRunEnv(nil, args...)
+}
+
+func (k *kernelSh) mustRunEnv(env []string, args ...string) string {
+	k.t.Helper()
+	out, ok := k.run(env, args...)
 	if !ok {
 		k.t.Fatalf("kernel.sh %s failed:\n%s", strings.Join(args, " "), out)
 	}
@@ -293,21 +315,40 @@ func TestKernelShConfigMustStick(t *testing.T) {
 	wantFail(t, out, ok, "unknown FLAVOR 'fancy'")
 }
 
+// Each flavor names its fragments: one that no flavor names, or a named one
+// that is missing, is refused rather than left out.
+func TestKernelShFragmentsNamed(t *testing.T) {
+	k := newKernelSh(t)
+	k.mustRun("tree")
+	k.write("kernel-config/extra.config", "CONFIG_EXTRA=y\n")
+	out, ok := k.run(nil, "build", "plain")
+	wantFail(t, out, ok, "kernel-config/extra.config is used by no flavor", "flavor_frags()")
+	if err := os.Remove(filepath.Join(k.top, "kernel-config/extra.config")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(k.top, "kernel-config/kmes-test.config")); err != nil {
+		t.Fatal(err)
+	}
+	out, ok = k.run(nil, "build", "plain")
+	wantFail(t, out, ok, "kernel-config/kmes-test.config is missing")
+}
+
 // The nokmes flavor is the debug config with KMES off and nothing else
 // changed, so that ccache serves it from the debug build.
 func TestKernelShNokmesIsDebugWithoutKMES(t *testing.T) {
 	k := newKernelSh(t)
 	k.mustRun("tree")
 	k.write("kernel-config/base.config", "CONFIG_KEPT=y\n")
-	k.write("kernel-config/kmes.config", "CONFIG_KMES=y\nCONFIG_KMES_BENCH=y\nCONFIG_KUNIT_DEFAULT_ENABLED=y\n")
+	k.write("kernel-config/kmes.config", "CONFIG_KMES=y\n")
+	k.write("kernel-config/kmes-test.config", "CONFIG_KMES_BENCH=y\nCONFIG_KUNIT_DEFAULT_ENABLED=y\n")
 	k.write("kernel-config/debug.config", "CONFIG_KASAN=y\n")
 	k.write("kernel-config/nokmes.config", "# CONFIG_KMES is not set\n")
 	k.write("kernel-config/bench.config", "CONFIG_FTRACE=y\n")
 	for flavor, frags := range map[string]string{
-		"plain":  "base.config kmes.config",
-		"bench":  "base.config kmes.config bench.config",
-		"debug":  "base.config kmes.config debug.config",
-		"nokmes": "base.config kmes.config debug.config nokmes.config",
+		"plain":  "base.config kmes.config kmes-test.config kselftest.config",
+		"bench":  "base.config kmes.config kmes-test.config kselftest.config bench.config",
+		"debug":  "base.config kmes.config kmes-test.config kselftest.config debug.config",
+		"nokmes": "base.config kmes.config kmes-test.config kselftest.config debug.config nokmes.config",
 	} {
 		// The fake tree configures but has no kernel to build.
 		out, ok := k.run(nil, "build", flavor)
@@ -352,4 +393,50 @@ func TestMakeTestBuildsNokmesAfterDebug(t *testing.T) {
 		}
 	}
 	t.Error("mk/test.mk has no test: rule")
+}
+
+// make distro-check merges kernel-config/kmes.config alone into the
+// distribution's config, names an option that does not stick and why, and
+// fails on a warning from the objects the series changes.
+func TestKernelShDistroCheck(t *testing.T) {
+	k := newKernelSh(t)
+	k.mustRun("tree")
+	k.commit("int hello = 2;\n", "kmes: two")
+	distro := filepath.Join(k.top, "distro.config")
+	k.write("distro.config", "CONFIG_KEPT=y\n# CONFIG_KMES is not set\n")
+	k.write("kernel-config/kmes.config", "CONFIG_KMES=y\nCONFIG_DROPPED=y\n")
+	k.write("kernel-config/kmes-test.config", "CONFIG_KMES_TESTONLY=y\n")
+	env := []string{"DISTRO_CONFIG=" + distro}
+
+	out, ok := k.run(env, "distro-check")
+	wantFail(t, out, ok, "kernel-config/kmes.config: CONFIG_DROPPED=y did not stick",
+		"Kconfig: depends on NOTHERE, with NOTHERE=n", "kernel-config/kmes.config does not stick on distro.config")
+	if strings.Contains(out, "CONFIG_KMES=") {
+		t.Errorf("an option that stuck is reported:\n%s", out)
+	}
+
+	k.write("kernel-config/kmes.config", "CONFIG_KMES=y\n")
+	out = k.mustRunEnv(env, "distro-check")
+	if !strings.Contains(out, "building hello.o and the UAPI headers") || !strings.Contains(out, "passed") {
+		t.Errorf("want hello.o, the object of the series' change, built and passed:\n%s", out)
+	}
+	config, _ := os.ReadFile(filepath.Join(k.top, "build/obj-distro/.config"))
+	for _, want := range []string{"CONFIG_KEPT=y\n", "CONFIG_KMES=y\n"} {
+		if !strings.Contains(string(config), want) {
+			t.Errorf("the distro .config lacks %q:\n%s", want, config)
+		}
+	}
+	if strings.Contains(string(config), "TESTONLY") {
+		t.Errorf("the distro .config has kmes-test.config's option:\n%s", config)
+	}
+	if out := k.mustRunEnv(env, "distro-check"); !strings.Contains(out, "passed already") {
+		t.Errorf("second run with nothing changed: %q, want it to skip", out)
+	}
+
+	k.commit("int hello = 3; /* warning: fake */\n", "kmes: three")
+	out, ok = k.run(env, "distro-check")
+	wantFail(t, out, ok, "warning: fake", "builds with warnings with distro.config")
+
+	out, ok = k.run([]string{"DISTRO_CONFIG=/nonexistent/config.xz"}, "distro-check")
+	wantFail(t, out, ok, "/nonexistent/config.xz not found", "make deps", "linux-config-6.12")
 }
