@@ -9,8 +9,6 @@ import (
 	"runtime"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/kmes-project/kmes/userspace/internal/eventdb"
 	"github.com/kmes-project/kmes/userspace/kmes"
 )
@@ -58,15 +56,6 @@ type drainStats struct {
 func (s drainStats) String() string {
 	return fmt.Sprintf("%d events stored in %d transactions (%d lost, %d dropped before them); CPU time reading %s, storing %s",
 		s.events, s.txs, s.lost, s.dropped, s.reading.Round(time.Microsecond), s.store.Round(time.Microsecond))
-}
-
-// threadCPU is the CPU time of the calling thread.
-func threadCPU() time.Duration {
-	var ts unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
-		return 0
-	}
-	return time.Duration(ts.Nano())
 }
 
 func newDrainer(rd *kmes.Reader, st eventStore, cfg *config, boot string, last map[int]uint64, stderr io.Writer) *drainer {
