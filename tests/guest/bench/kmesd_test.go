@@ -22,7 +22,7 @@ import (
 )
 
 // kmesdSummary is the line kmesd prints when it stops.
-var kmesdSummary = regexp.MustCompile(`kmesd: (\d+) events stored in (\d+) transactions \(\d+ lost, \d+ dropped before them\); CPU time reading (\S+), storing (\S+)\n`)
+var kmesdSummary = regexp.MustCompile(`kmesd: (\d+) events stored in (\d+) transactions \(\d+ lost, \d+ dropped before them\); CPU time reading (\d+\.\d+) s, storing (\d+\.\d+) s\n`)
 
 // TestKmesdStore measures kmesd on the kernel's rings: events/s stored
 // into SQLite for 64-byte and 1 KiB payloads, with reading the rings
@@ -108,11 +108,12 @@ func runKmesd(t *testing.T, ctx context.Context, db string) (stored, txs int, re
 	}
 	stored, _ = strconv.Atoi(m[1])
 	txs, _ = strconv.Atoi(m[2])
-	reading, err1 := time.ParseDuration(m[3])
-	storing, err2 := time.ParseDuration(m[4])
+	r, err1 := strconv.ParseFloat(m[3], 64)
+	s, err2 := strconv.ParseFloat(m[4], 64)
 	if err1 != nil || err2 != nil {
 		t.Fatalf("kmesd's summary %q: %v %v", m[0], err1, err2)
 	}
+	reading, storing = time.Duration(r*1e9), time.Duration(s*1e9)
 	return stored, txs, reading, storing
 }
 

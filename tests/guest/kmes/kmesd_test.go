@@ -65,7 +65,7 @@ func (k *kmesdRun) stop(t *testing.T, sig unix.Signal) {
 	if sig == unix.SIGKILL {
 		return
 	}
-	summary := regexp.MustCompile(`^kmesd: \d+ events stored in \d+ transactions \(\d+ lost, \d+ dropped before them\); CPU time reading \S+, storing \S+\n$`)
+	summary := regexp.MustCompile(`^kmesd: \d+ events stored in \d+ transactions \(\d+ lost, \d+ dropped before them\); CPU time reading \d+\.\d{6} s, storing \d+\.\d{6} s\n$`)
 	if err != nil || !summary.MatchString(k.stderr.String()) {
 		t.Fatalf("%s after %s: %v; stderr, want only the summary:\n%s", k.cmd, sig, err, k.stderr.String())
 	}

@@ -54,8 +54,8 @@ type drainStats struct {
 }
 
 func (s drainStats) String() string {
-	return fmt.Sprintf("%d events stored in %d transactions (%d lost, %d dropped before them); CPU time reading %s, storing %s",
-		s.events, s.txs, s.lost, s.dropped, s.reading.Round(time.Microsecond), s.store.Round(time.Microsecond))
+	return fmt.Sprintf("%d events stored in %d transactions (%d lost, %d dropped before them); CPU time reading %.6f s, storing %.6f s",
+		s.events, s.txs, s.lost, s.dropped, s.reading.Seconds(), s.store.Seconds())
 }
 
 func newDrainer(rd *kmes.Reader, st eventStore, cfg *config, boot string, last map[int]uint64, stderr io.Writer) *drainer {

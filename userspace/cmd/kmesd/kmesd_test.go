@@ -240,7 +240,7 @@ func TestStoreExactlyOnce(t *testing.T) {
 	d.stop(t)
 	e.check(t, db, map[string][2]uint64{after.key(): {0, 2}})
 	// Stopping says what it stored (at least 801/64 transactions).
-	stats := regexp.MustCompile(`^kmesd: 801 events stored in (\d+) transactions \(0 lost, 2 dropped before them\); CPU time reading \S+, storing \S+\n$`)
+	stats := regexp.MustCompile(`^kmesd: 801 events stored in (\d+) transactions \(0 lost, 2 dropped before them\); CPU time reading \d+\.\d{6} s, storing \d+\.\d{6} s\n$`)
 	if m := stats.FindStringSubmatch(d.stderr.String()); m == nil {
 		t.Errorf("stderr is not the stop's summary:\n%s", d.stderr)
 	} else if n, _ := strconv.Atoi(m[1]); n < 13 {
