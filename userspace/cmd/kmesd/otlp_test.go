@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmes-project/kmes/userspace/internal/eventdb"
 	"github.com/vmihailenco/msgpack/v5"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
@@ -476,6 +477,56 @@ func TestForwardRetentionOverMaxBytes(t *testing.T) {
 		t.Errorf("%d events not forwarded, %d reported deleted before they were:\n%s", len(skip), lost(), d.stderr.String())
 	}
 	c.check(t, e, skip, nil)
+}
+
+// A batch the collector took whose recording in the database fails is
+// recorded again, not sent again.
+func TestForwardAdvanceFails(t *testing.T) {
+	c := newCollector(t)
+	src := newSource(t, 1, 1<<20)
+	db := filepath.Join(t.TempDir(), "events.db")
+	st, err := eventdb.Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	sdb, err := sql.Open("sqlite", "file:"+db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdb.Close()
+	// Recording forwarding fails until the trigger is dropped.
+	if _, err := sdb.Exec(`CREATE TRIGGER refuse BEFORE INSERT ON forwarded
+		BEGIN SELECT RAISE(ABORT, 'the test refuses'); END`); err != nil {
+		t.Fatal(err)
+	}
+	e := newEmitter(src)
+	e.emitN(t, 10, 1)
+	d := startTuned(t, e, fast, "--db", db, "--flush-interval", "10ms", "--otlp-endpoint", c.url())
+	c.wait(t, 10)
+	time.Sleep(200 * time.Millisecond) // twenty tries to record it
+	if _, err := sdb.Exec(`DROP TRIGGER refuse`); err != nil {
+		t.Fatal(err)
+	}
+	var fwd int
+	deadline := time.Now().Add(20 * time.Second)
+	for fwd != 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("forwarded.last_seq is %d after 20s, want 10", fwd)
+		}
+		time.Sleep(10 * time.Millisecond)
+		sdb.QueryRow(`SELECT coalesce(max(last_seq), 0) FROM forwarded`).Scan(&fwd)
+	}
+	d.stop(t)
+	c.check(t, e, nil, nil)
+	c.mu.Lock()
+	if c.accepted != 1 {
+		t.Errorf("%d requests accepted, want 1", c.accepted)
+	}
+	c.mu.Unlock()
+	if s := d.stderr.String(); strings.Count(s, "the test refuses") != 1 {
+		t.Errorf("stderr does not report the failure once:\n%s", s)
+	}
 }
 
 func TestBody(t *testing.T) {
