@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,7 +25,7 @@ import (
 // Daemon), with a database of the test's own.
 type kmesdRun struct {
 	cmd    *exec.Cmd
-	stderr bytes.Buffer
+	stderr lockedBuffer
 }
 
 func startKmesd(t *testing.T, ctx context.Context, db string) *kmesdRun {
@@ -41,17 +42,41 @@ func startKmesd(t *testing.T, ctx context.Context, db string) *kmesdRun {
 			k.cmd.Wait()
 		}
 	})
-	// The database appears whole once kmesd created it.
+	// kmesd opens its database after it set up its SIGTERM handler: once
+	// it holds the file open, SIGTERM stops it cleanly.
 	deadline := time.Now().Add(time.Minute)
+	fds := fmt.Sprintf("/proc/%d/fd", k.cmd.Process.Pid)
 	for {
-		if _, err := os.Stat(db); err == nil {
-			return k
+		entries, _ := os.ReadDir(fds)
+		for _, e := range entries {
+			if target, _ := os.Readlink(filepath.Join(fds, e.Name())); target == db {
+				return k
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: no database after a minute; stderr:\n%s", k.cmd, k.stderr.String())
+			t.Fatalf("%s: its database not open after a minute; stderr:\n%s", k.cmd, k.stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer that exec's copying goroutine writes
+// while the test may read it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // stop sends sig and waits: SIGTERM must end kmesd with status 0 and its
