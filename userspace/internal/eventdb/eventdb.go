@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"modernc.org/sqlite"
@@ -190,7 +191,11 @@ func create(path string) error {
 		return fmt.Errorf("create database %s: %w (choose a writable --db)", path, err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp)
+	defer func() {
+		for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
+			os.Remove(tmp + suffix)
+		}
+	}()
 	err = f.Chmod(0o640)
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -213,7 +218,18 @@ func create(path string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+	err = os.Link(tmp, path)
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EOPNOTSUPP) {
+		// A file system without hard links (vfat, some FUSE): rename,
+		// which would replace a database another kmesd made meanwhile,
+		// so only if there is none.
+		if _, serr := os.Lstat(path); errors.Is(serr, fs.ErrNotExist) {
+			err = os.Rename(tmp, path)
+		} else {
+			err = nil
+		}
+	}
+	if err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("create database %s: %w", path, err)
 	}
 	return nil
@@ -312,9 +328,13 @@ func sqliteCode(err error) int {
 }
 
 // tx runs fn in a transaction on the DB's connection.
-func (s *DB) tx(fn func() error) error {
+func (s *DB) tx(fn func() error) error { return s.txBegin("BEGIN", fn) }
+
+// txBegin is tx starting with begin (BEGIN IMMEDIATE: the write lock
+// before the first read).
+func (s *DB) txBegin(begin string, fn func() error) error {
 	ctx := context.Background()
-	if _, err := s.conn.ExecContext(ctx, "BEGIN"); err != nil {
+	if _, err := s.conn.ExecContext(ctx, begin); err != nil {
 		return err
 	}
 	if err := fn(); err != nil {
@@ -471,17 +491,29 @@ func (s *DB) Retain(now time.Time, current string, maxAge time.Duration, maxByte
 		if err := s.conn.QueryRowContext(ctx, `SELECT ts_ns FROM events ORDER BY ts_ns LIMIT 1 OFFSET ?`, n-1).Scan(&cutoff); err != nil {
 			return deleted, fmt.Errorf("find the oldest events in %s: %w", s.path, err)
 		}
-		if s.keepUnforwarded {
-			var lost int64
-			err := s.conn.QueryRowContext(ctx, `SELECT count(*) FROM events WHERE ts_ns <= ? AND `+unforwarded, cutoff).Scan(&lost)
-			if err != nil {
-				return deleted, fmt.Errorf("count the events not forwarded yet in %s: %w", s.path, err)
+		// Counting what was not forwarded and deleting are one
+		// transaction, IMMEDIATE: the forwarder cannot advance between
+		// them (its Advance waits for the write lock).
+		var lost int64
+		err = s.txBegin("BEGIN IMMEDIATE", func() error {
+			if s.keepUnforwarded {
+				err := s.conn.QueryRowContext(ctx, `SELECT count(*) FROM events WHERE ts_ns <= ? AND `+unforwarded, cutoff).Scan(&lost)
+				if err != nil {
+					return fmt.Errorf("count the events not forwarded yet: %w", err)
+				}
 			}
-			s.unforwardedDeleted += lost
-		}
-		if err := delEvents(`DELETE FROM events WHERE ts_ns <= ?`, cutoff); err != nil {
+			res, err := s.conn.ExecContext(ctx, `DELETE FROM events WHERE ts_ns <= ?`, cutoff)
+			if err != nil {
+				return err
+			}
+			n, _ := res.RowsAffected()
+			deleted += n
+			return nil
+		})
+		if err != nil {
 			return deleted, fmt.Errorf("delete the oldest events from %s: %w", s.path, err)
 		}
+		s.unforwardedDeleted += lost
 	}
 	if deleted > 0 {
 		err := del(`DELETE FROM losses WHERE NOT EXISTS (SELECT 1 FROM events e
