@@ -8,7 +8,7 @@
 #                  lintian and its contents: the files, their modes and owners
 #
 # The version, 0.1.0~gitDATE.COMMIT-1, comes from the last commit (its
-# date, UTC, and the first 12 digits of its hash): there is no release yet,
+# date and time, UTC, and the first 12 digits of its hash): there is no release yet,
 # and ~ sorts it before 0.1.0; the date orders snapshots, the hash names
 # the commit; -1 is the Debian revision (the packaging is not upstream's).
 # Every file's date is that commit's (SOURCE_DATE_EPOCH): the same commit
@@ -32,7 +32,7 @@ git -C "$top" rev-parse -q --verify HEAD >/dev/null || die "$top is not a git ch
 SOURCE_DATE_EPOCH=$(git -C "$top" log -1 --format=%ct)
 export SOURCE_DATE_EPOCH
 commit=$(git -C "$top" log -1 --format=%H)
-version=0.1.0~git$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d).${commit:0:12}-1
+version=0.1.0~git$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S).${commit:0:12}-1
 deb=$build/${pkg}_${version}_amd64.deb
 
 # installed_size is what dpkg-gencontrol would write: KiB, each file

@@ -424,8 +424,17 @@ cmd_deb() {
 	if [ -n "$config" ]; then
 		[ -f "$config" ] || die "KERNEL_DEB_CONFIG=$config: no such file"
 		obj=$build/obj-deb name=custom
-		mkdir -p "$obj"
-		cmp -s "$config" "$obj/.config" || cp "$config" "$obj/.config"
+		mkdir -p "$obj" "$logs"
+		# The file as given is kept beside (.config.in): kbuild rewrites
+		# .config. olddefconfig gives what it lacks (KMES's options, in a
+		# config from before the series) their defaults: without it,
+		# kbuild would ask for them on a terminal the log hides.
+		if ! cmp -s "$config" "$obj/.config.in" || [ ! -f "$obj/.config" ]; then
+			cp "$config" "$obj/.config.in"
+			cp "$config" "$obj/.config"
+			make -C "$tree" O="$obj" olddefconfig >"$logs/config-deb.log" 2>&1 ||
+				{ tail -n 20 "$logs/config-deb.log" >&2; die "olddefconfig of $config failed (log: build/logs/config-deb.log)"; }
+		fi
 	else
 		case "$flavor" in
 		plain | debug | bench) ;;
@@ -464,15 +473,33 @@ cmd_deb() {
 	# bindeb-pkg passes dpkg-buildpackage -j1, a serial build;
 	# DPKG_FLAGS=-jN, after it, wins. The outer make runs no jobs itself
 	# (a -j there too makes debian/rules' make reset the jobserver).
-	if ! "${mk[@]}" DPKG_FLAGS=-j"$jobs" bindeb-pkg >"$log" 2>&1; then
+	# -d: the build dependencies are mk/deps.list's, checked by make deps;
+	# dpkg-buildpackage's own check would also want build-essential (g++).
+	if ! "${mk[@]}" DPKG_FLAGS="-j$jobs -d" bindeb-pkg >"$log" 2>&1; then
 		grep -E 'error|Error' "$log" | head -n 20 >&2 || true
 		tail -n 20 "$log" >&2
 		die "bindeb-pkg failed (log: build/logs/$(basename "$log"))"
 	fi
 	grep -q '^CONFIG_KMES=y' "$obj/.config" ||
 		echo "kernel: warning: ${config:-$name}'s config does not enable CONFIG_KMES: these packages hold no KMES (merge kernel-config/kmes.config into it)" >&2
-	local files
+	local files image libc
 	files=$(awk '/\.deb /{print "build/" $1}' "$obj/debian/files")
+	# What a user of the packages gets: the kernel that was built, and
+	# KMES's UAPI header and system call numbers for userspace builds.
+	image=$(awk '/^linux-image-[^ ]*[.]deb /{print $1}' "$obj/debian/files" | grep -v -- -dbg_ | head -n1)
+	libc=$(awk '/^linux-libc-dev_[^ ]*[.]deb /{print $1}' "$obj/debian/files" | head -n1)
+	[ -n "$image" ] && [ -n "$libc" ] || die "bindeb-pkg made no linux-image or linux-libc-dev package (build/$(basename "$obj")/debian/files)"
+	# grep without -q reads it all: pipefail and a closed pipe.
+	dpkg-deb -c "$build/$image" | grep ' \./boot/vmlinuz-' >/dev/null || die "$image holds no /boot/vmlinuz-*"
+	if grep -q '^CONFIG_KMES=y' "$obj/.config"; then
+		local inc
+		inc=$(mktemp -d)
+		dpkg-deb -x "$build/$libc" "$inc"
+		[ -f "$inc/usr/include/linux/kmes.h" ] &&
+			grep -q '__NR_kmes_emit_batch 1092' "$inc/usr/include/x86_64-linux-gnu/asm/unistd_64.h" ||
+			{ rm -rf "$inc"; die "$libc lacks linux/kmes.h or the KMES system call numbers"; }
+		rm -rf "$inc"
+	fi
 	say "built in $((SECONDS - t0)) s$(ccache_summary "$stats"): $(echo $files)"
 }
 
