@@ -23,7 +23,7 @@ help:
 	@echo "make kernel          build/linux from the tarball + patches/, then bzImage (FLAVOR=debug|plain)"
 	@echo "make export-patches  write build/linux's commits back to patches/"
 	@echo "make distro-check    the series with Debian's amd64 config + kernel-config/kmes.config: options stick, its objects build warning-free"
-	@echo "make selftests       build the kmes kselftests against the kernel's headers (build/selftests/kmes)"
+	@echo "make selftests       build the kmes kselftests and the man pages' examples against the kernel's headers (build/selftests/)"
 	@echo "make initramfs       build the u-root initramfs with the guest tests and kselftests (build/initramfs.cpio)"
 	@echo "make run             boot TOPOLOGY (default $(TOPOLOGY)) with the plain kernel, console on stdio"
 	@echo "make vmtest          boot the topologies under the debug kernel and run the guest tests"

@@ -17,10 +17,10 @@ endef
 comma := ,
 
 .PHONY: initramfs run check-run-topology
-# Rebuilt only when a Go source, go.mod, go.sum or a kselftest changed
+# Rebuilt only when a Go source, go.mod, go.sum, a kselftest or a man page example changed
 # (kmes-vm keeps a key of its inputs beside the image).
 initramfs: deps selftests
-	@$(KMES_VM) initramfs -o $(INITRAMFS) -selftests $(SELFTESTS) $(GUEST_TESTS)
+	@$(KMES_VM) initramfs -o $(INITRAMFS) -selftests $(SELFTESTS) -selftests $(MAN_EXAMPLES) $(GUEST_TESTS)
 
 check-run-topology:
 	$(call check-topologies,$(TOPOLOGY))

@@ -91,7 +91,9 @@ var selftestTopologies = []string{"smp1", "smp4-numa2", "hugepages", "nohuge"}
 // the preset says and runs the kernel built from patches/; in
 // kmesTopologies it also runs the kmes guest suite
 // (TestBoot/<topology>/kmes/<test>) and in selftestTopologies the kmes
-// kselftests (TestBoot/<topology>/selftests/kmes/<program>/<test>).
+// kselftests (TestBoot/<topology>/selftests/kmes/<program>/<test>). Every
+// topology runs, last, the man pages' EXAMPLES programs as root
+// (TestBoot/<topology>/selftests/man/examples/<test>, mk/selftests.sh).
 func TestBoot(t *testing.T) {
 	e := setup(t)
 	for _, topo := range topologies(t, vm.TopologyNames()...) {
@@ -110,6 +112,7 @@ func TestBoot(t *testing.T) {
 			if slices.Contains(selftestTopologies, topo.Name) {
 				r.Selftests = []string{"kmes"}
 			}
+			r.Selftests = append(r.Selftests, "man")
 			vm.RunGuestTests(t, r)
 		})
 	}

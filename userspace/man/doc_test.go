@@ -337,17 +337,27 @@ func compile(t *testing.T, name, src string, flags ...string) string {
 	return prog
 }
 
+// example returns the C source of the page's example program, or ""
+// after reporting that it has none.
+func example(t *testing.T, p page) string {
+	t.Helper()
+	_, src, ok := strings.Cut(section(t, p, "EXAMPLES"), ".\\\" SRC BEGIN ("+p.name+".c)\n.EX\n")
+	src, _, ok2 := strings.Cut(src, "\n.EE\n.\\\" SRC END")
+	if !ok || !ok2 {
+		t.Errorf("%s: EXAMPLES has no program between .\\\" SRC BEGIN (%s.c), .EX and .EE, .\\\" SRC END", p.file(), p.name)
+		return ""
+	}
+	return unroff(t, src) + "\n"
+}
+
 // Each page's example program compiles against the series' UAPI header,
 // warning-free, and handles errors with err(3).
 func TestManPageExamples(t *testing.T) {
 	for _, p := range pages {
-		_, src, ok := strings.Cut(section(t, p, "EXAMPLES"), ".\\\" SRC BEGIN ("+p.name+".c)\n.EX\n")
-		src, _, ok2 := strings.Cut(src, "\n.EE\n.\\\" SRC END")
-		if !ok || !ok2 {
-			t.Errorf("%s: EXAMPLES has no program between .\\\" SRC BEGIN (%s.c), .EX and .EE, .\\\" SRC END", p.file(), p.name)
+		c := example(t, p)
+		if c == "" {
 			continue
 		}
-		c := unroff(t, src) + "\n"
 		if !strings.Contains(c, "err(EXIT_FAILURE, \""+p.name+"\"") && !strings.Contains(c, "err(EXIT_FAILURE, \""+p.name+":") {
 			t.Errorf("%s: the example does not report a failed %s with err(3)", p.file(), p.name)
 		}
@@ -355,6 +365,23 @@ func TestManPageExamples(t *testing.T) {
 			t.Errorf("%s: the example does not call syscall(%s, ...)", p.file(), p.nrName)
 		}
 		compile(t, p.name+".c", c)
+	}
+}
+
+// With KMES_MAN_EXAMPLES=DIR, TestWriteExamples writes each page's
+// example program to DIR/<call>.c: mk/selftests.sh builds them for the
+// guest, which runs them (testdata/examples.c) on the kernel.
+func TestWriteExamples(t *testing.T) {
+	dir := os.Getenv("KMES_MAN_EXAMPLES")
+	if dir == "" {
+		t.Skip("KMES_MAN_EXAMPLES is not set: nothing to write")
+	}
+	for _, p := range pages {
+		if c := example(t, p); c != "" {
+			if err := os.WriteFile(filepath.Join(dir, p.name+".c"), []byte(c), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
 
